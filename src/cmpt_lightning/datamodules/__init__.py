@@ -1,0 +1,1 @@
+"""Lightning data modules: splits, loaders, preprocessing and simulated missingness."""

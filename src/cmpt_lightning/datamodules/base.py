@@ -1,0 +1,228 @@
+"""What every data module of the package shares: the model's preprocessing, loaders, and the
+simulated missing modalities of the protocol (:mod:`cmpt_lightning.missing`)."""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from ..datasets.base import MultimodalDataset, Sample
+from ..missing import MissingConfig
+from ..models.clip import build_image_transform, build_tokenizer
+from ..tasks import Task
+
+__all__ = ["CMPTDataModule"]
+
+log = logging.getLogger(__name__)
+
+_SPLITS = ("train", "val", "test", "predict")
+
+
+class CMPTDataModule(LightningDataModule):
+    """Base data module: splits, loaders, the open_clip preprocessing, and simulated missingness.
+
+    Each batch is a dict of stacked :data:`~cmpt_lightning.datasets.base.Sample` fields. Before
+    it reaches the model, :meth:`apply_missing` adds the protocol's simulated missingness:
+    ``image_present`` / ``text_present`` become (the data has it) AND (the protocol keeps it);
+    the data's own availability stays in ``image_available`` / ``text_available``. Masks are a
+    pure function of (seed, sample id), so they are the same for every worker count, world size
+    and machine.
+
+    Args:
+        clip_model: the open_clip model whose tokenizer and image preprocessing to use (linked
+            from ``model.init_args.clip`` by the CLI).
+        pretrained: the model's pretrained tag, for its normalisation constants (linked from
+            ``model.init_args.pretrained``).
+        batch_size: samples per batch (per process under DDP).
+        num_workers: DataLoader worker processes.
+        train_missing: simulated missing modalities while training.
+        eval_missing: simulated missing modalities for validation and test.
+        augment: open_clip's training augmentation (random resized crop) on training images.
+        pin_memory: pin host memory (None: when CUDA is available).
+    """
+
+    task: Task = Task.MULTICLASS
+
+    def __init__(
+        self,
+        clip_model: str = "cmpt-tiny",
+        pretrained: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        train_missing: MissingConfig | None = None,
+        eval_missing: MissingConfig | None = None,
+        augment: bool = False,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            msg = f"batch_size must be >= 1, got {batch_size!r}"
+            raise ValueError(msg)
+        if num_workers < 0:
+            msg = f"num_workers must be >= 0, got {num_workers!r}"
+            raise ValueError(msg)
+        self.clip_model = clip_model
+        self.pretrained = pretrained
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_missing = train_missing or MissingConfig()
+        self.eval_missing = eval_missing or MissingConfig()
+        self.augment = augment
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.datasets: dict[str, MultimodalDataset] = {}
+        self._masks: dict[tuple[str, int | None], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # --- what a family provides -------------------------------------------------------------
+    @property
+    @abstractmethod
+    def num_classes(self) -> int:
+        """Number of classes (linked to ``model.init_args.num_classes`` by the CLI)."""
+
+    @property
+    def class_names(self) -> list[str]:
+        """Human-readable class names, in label order."""
+        return [str(i) for i in range(self.num_classes)]
+
+    @abstractmethod
+    def build_split(self, split: str) -> MultimodalDataset:
+        """Build the dataset of ``split`` (train, val, test or predict)."""
+
+    # --- preprocessing ------------------------------------------------------------------------
+    def image_transform(self, train: bool = False) -> Any:
+        """The open_clip preprocessing of :attr:`clip_model` (augmented if ``train and augment``)."""
+        return build_image_transform(self.clip_model, self.pretrained, train=train and self.augment)
+
+    def tokenizer(self) -> Any:
+        """The open_clip tokenizer of :attr:`clip_model`."""
+        return build_tokenizer(self.clip_model)
+
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the preprocessed images."""
+        size = self.image_transform().transforms[0].size
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    # --- setup and masks ----------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Build the splits the stage needs and log the realised availability counts once."""
+        wanted = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("predict",),
+            None: ("train", "val", "test"),
+        }[stage]
+        for split in wanted:
+            if split not in self.datasets:
+                self.datasets[split] = self.build_split(split)
+                self._log_counts(split)
+
+    def missing_config(self, split: str) -> MissingConfig | None:
+        """The simulated missingness of ``split`` (None for predict: only real missingness)."""
+        if split == "predict":
+            return None
+        return self.train_missing if split == "train" else self.eval_missing
+
+    def masks(self, split: str, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Protocol masks (image kept, text kept) over the samples of ``split``, in order."""
+        config = self.missing_config(split)
+        dataset = self.datasets[split]
+        if config is None:
+            ones = torch.ones(len(dataset), dtype=torch.bool)
+            return ones, ones.clone()
+        key = (split, epoch if config.resample_each_epoch else None)
+        if key not in self._masks:
+            self._masks[key] = config.masks(list(dataset.ids), epoch=epoch)
+        return self._masks[key]
+
+    def availability_counts(self, split: str, epoch: int = 0) -> dict[str, int]:
+        """How many samples of ``split`` are complete, image-only, text-only, or have neither."""
+        dataset = self.datasets[split]
+        img, txt = self.masks(split, epoch)
+        img_real, txt_real = self.real_availability(split)
+        img, txt = img & img_real, txt & txt_real
+        return {
+            "complete": int((img & txt).sum()),
+            "image_only": int((img & ~txt).sum()),
+            "text_only": int((~img & txt).sum()),
+            "neither": int((~img & ~txt).sum()),
+            "total": len(dataset),
+        }
+
+    def real_availability(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which samples of ``split`` have an image and a text in the data itself."""
+        n = len(self.datasets[split])
+        return torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
+
+    def _log_counts(self, split: str) -> None:
+        counts = self.availability_counts(split)
+        config = self.missing_config(split)
+        setting = "none" if config is None else f"rate={config.rate} type={config.type}"
+        log.info("%s split (%s): %s", split, setting, counts)
+
+    def apply_missing(self, batch: Sample, split: str, epoch: int = 0) -> Sample:
+        """Add the protocol's simulated missingness of ``split`` to a collated batch."""
+        img_keep, txt_keep = self.masks(split, epoch)
+        index = batch["index"].cpu()
+        batch["image_available"] = batch["image_present"]
+        batch["text_available"] = batch["text_present"]
+        device = batch["image_present"].device
+        batch["image_present"] = batch["image_present"] & img_keep[index].to(device)
+        batch["text_present"] = batch["text_present"] & txt_keep[index].to(device)
+        return batch
+
+    def _current_split(self) -> str | None:
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        if trainer.training:
+            return "train"
+        if trainer.sanity_checking or trainer.validating:
+            return "val"
+        if trainer.testing:
+            return "test"
+        if trainer.predicting:
+            return "predict"
+        return None
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Apply the simulated missingness of the running stage (see :meth:`apply_missing`)."""
+        split = self._current_split()
+        if split is None or not isinstance(batch, dict) or "index" not in batch:
+            return batch
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        return self.apply_missing(batch, split, epoch)
+
+    # --- loaders ------------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> DataLoader[Sample]:
+        if split not in self.datasets:
+            self.setup({"train": "fit", "val": "validate"}.get(split, split))
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader[Sample]:
+        """Shuffled training batches."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[Sample]:
+        """Validation batches, in order."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[Sample]:
+        """Test batches, in order."""
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader[Sample]:
+        """Prediction batches, in order."""
+        return self._loader("predict", shuffle=False)

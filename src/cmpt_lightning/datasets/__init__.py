@@ -1,0 +1,1 @@
+"""Datasets: files and parsing, one family per file."""

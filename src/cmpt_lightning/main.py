@@ -1,0 +1,89 @@
+"""The ``cmpt`` command line: Lightning's CLI over :class:`CMPTModule` and the data modules."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+
+from .datamodules.base import CMPTDataModule
+from .module import CMPTModule
+from .tasks import Task
+
+__all__ = ["CMPTCLI", "main"]
+
+
+def _task_name(task: Task | str) -> str:
+    """The plain string of a task, so that checkpoints hold no enum objects."""
+    return Task(task).value
+
+
+class CMPTCLI(LightningCLI):
+    """LightningCLI with the model's preprocessing and the data's classes linked, never typed twice.
+
+    ``model.init_args.clip`` / ``pretrained`` flow to the data module (its tokenizer and image
+    preprocessing), ``data.num_classes`` / ``data.task`` flow to the model once the data module
+    exists. ``--test_after_fit true`` tests the best checkpoint when ``fit`` ends.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link model and data arguments and add ``--test_after_fit``."""
+        parser.link_arguments("model.init_args.clip", "data.init_args.clip_model")
+        parser.link_arguments("model.init_args.pretrained", "data.init_args.pretrained")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments(
+            "data.task", "model.init_args.task", compute_fn=_task_name, apply_on="instantiate"
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="After fit, test the best checkpoint (the last weights if none was saved).",
+        )
+
+    def after_fit(self) -> None:
+        """Test the best checkpoint after fitting when ``--test_after_fit`` is set."""
+        if not self.config[self.subcommand].get("test_after_fit", False):
+            return
+        callback = self.trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        ckpt = best if best and not self.trainer.fast_dev_run else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+
+def trainer_defaults() -> dict[str, Any]:
+    """Callbacks every run gets unless the config replaces ``trainer.callbacks``."""
+    return {
+        "callbacks": [
+            RichProgressBar(leave=True),
+            ModelCheckpoint(
+                monitor="val/score",
+                mode="max",
+                save_last=True,
+                filename="best-{epoch:02d}",
+                auto_insert_metric_name=False,
+            ),
+        ],
+    }
+
+
+def main(args: ArgsType = None) -> None:
+    """Run ``cmpt fit|validate|test|predict`` (``args`` as a list, for calls from Python)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    CMPTCLI(
+        CMPTModule,
+        CMPTDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        trainer_defaults=trainer_defaults(),
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The missing-modality protocol: which samples lose which modality, exactly and reproducibly.
+
+Samples are ranked by a BLAKE2b hash of ``(seed, sample id)`` (and the epoch, for per-epoch
+redraws). At rate r the first ``m = floor(n * r)`` samples of the ranking miss a modality:
+
+- ``text``: those m lose their text; ``image``: they lose their image;
+- ``both``: walking the same ranking, the k-th missing sample (k = 0, 1, ...) loses its image
+  when ``floor((k + 1) * both_ratio) > floor(k * both_ratio)``, else its text, so exactly
+  ``floor(m * both_ratio)`` lose the image; no sample loses both.
+
+Because the sets are prefixes of one ranking, counts are exact and sets are nested across rates
+(a sample missing at 0.5 is missing at 0.7, and keeps which modality it lacks). ``floor`` is
+computed in decimal arithmetic from the rate as written, so ``0.29 x 100`` is 29, not 28.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
+from enum import Enum
+
+import torch
+
+__all__ = ["MissingConfig", "MissingType", "exact_floor", "missing_mask", "ranking"]
+
+
+class MissingType(str, Enum):
+    """Which modality the missing samples lose."""
+
+    NONE = "none"
+    TEXT = "text"
+    IMAGE = "image"
+    BOTH = "both"  # a mix: some lose the image, the others the text
+
+
+def exact_floor(n: int, fraction: float) -> int:
+    """``floor(n * fraction)`` without float error (``exact_floor(100, 0.29) == 29``)."""
+    product = Decimal(repr(float(fraction))) * n
+    return int(product.to_integral_value(rounding=ROUND_FLOOR))
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{name} must be a number in [0, 1], got {value!r}"
+        raise TypeError(msg)
+    if not 0.0 <= float(value) <= 1.0:
+        msg = f"{name} must be in [0, 1], got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def _as_ids(ids: int | Sequence[int | str]) -> list[str]:
+    if isinstance(ids, int) and not isinstance(ids, bool):
+        if ids < 0:
+            msg = f"the sample count must be >= 0, got {ids!r}"
+            raise ValueError(msg)
+        return [str(i) for i in range(ids)]
+    keys = [str(i) for i in ids]
+    if len(set(keys)) != len(keys):
+        seen: set[str] = set()
+        dups = sorted({k for k in keys if k in seen or seen.add(k)})  # type: ignore[func-returns-value]
+        msg = f"sample ids must be unique; repeated: {dups[:10]}"
+        raise ValueError(msg)
+    return keys
+
+
+def ranking(ids: int | Sequence[int | str], *, seed: int = 0, epoch: int | None = None) -> list[int]:
+    """Positions of ``ids`` in the protocol's order (hash of seed, epoch and id; ties by id)."""
+    keys = _as_ids(ids)
+    salt = f"{seed}:" if epoch is None else f"{seed}:{epoch}:"
+
+    def digest(key: str) -> bytes:
+        return hashlib.blake2b((salt + key).encode(), digest_size=8).digest()
+
+    return sorted(range(len(keys)), key=lambda i: (digest(keys[i]), keys[i]))
+
+
+def missing_mask(
+    ids: int | Sequence[int | str],
+    rate: float,
+    missing_type: MissingType | str,
+    *,
+    both_ratio: float = 0.5,
+    seed: int = 0,
+    epoch: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which samples keep their image and text under a missing rate and type.
+
+    Args:
+        ids: a sample count ``n`` (ids ``0..n-1``) or the samples' ids (int or str, unique).
+        rate: fraction of samples that miss a modality, in [0, 1].
+        missing_type: ``none``, ``text``, ``image`` or ``both``.
+        both_ratio: with ``both``, the fraction of missing samples that lose the image.
+        seed: the protocol seed.
+        epoch: a training epoch for per-epoch redraws; None for the fixed draw.
+
+    Returns:
+        ``(image_present, text_present)``, two bool tensors in the order of ``ids``.
+
+    Example:
+        >>> img, txt = missing_mask(10, 0.3, "text", seed=0)
+        >>> int((~txt).sum()), int((~img).sum())
+        (3, 0)
+    """
+    rate = _check_fraction("missing rate", rate)
+    both_ratio = _check_fraction("both_ratio", both_ratio)
+    try:
+        kind = MissingType(missing_type)
+    except ValueError:
+        options = ", ".join(t.value for t in MissingType)
+        msg = f"unknown missing type {missing_type!r}; choose one of: {options}"
+        raise ValueError(msg) from None
+    keys = _as_ids(ids)
+    n = len(keys)
+    image_present = torch.ones(n, dtype=torch.bool)
+    text_present = torch.ones(n, dtype=torch.bool)
+    if kind is MissingType.NONE or n == 0:
+        return image_present, text_present
+    m = exact_floor(n, rate)
+    order = ranking(keys, seed=seed, epoch=epoch)[:m]
+    if kind is MissingType.TEXT:
+        text_present[order] = False
+    elif kind is MissingType.IMAGE:
+        image_present[order] = False
+    else:
+        for k, pos in enumerate(order):
+            if exact_floor(k + 1, both_ratio) > exact_floor(k, both_ratio):
+                image_present[pos] = False
+            else:
+                text_present[pos] = False
+    return image_present, text_present
+
+
+@dataclass
+class MissingConfig:
+    """Simulated missing modalities for one phase (training, or evaluation).
+
+    Attributes:
+        rate: fraction of samples that miss a modality, in [0, 1].
+        type: ``none``, ``text``, ``image`` or ``both`` (a mix; see ``both_ratio``).
+        both_ratio: with ``both``, the fraction of the missing samples that lose the image.
+        seed: the protocol seed; masks are a pure function of (seed, sample id).
+        resample_each_epoch: training only: redraw the masks every epoch from
+            (seed, epoch, id) instead of keeping one draw.
+    """
+
+    rate: float = 0.0
+    type: MissingType | str = "both"
+    both_ratio: float = 0.5
+    seed: int = 0
+    resample_each_epoch: bool = False
+
+    def __post_init__(self) -> None:
+        self.rate = _check_fraction("missing rate", self.rate)
+        self.both_ratio = _check_fraction("both_ratio", self.both_ratio)
+        try:
+            self.type = MissingType(self.type).value
+        except ValueError:
+            options = ", ".join(t.value for t in MissingType)
+            msg = f"unknown missing type {self.type!r}; choose one of: {options}"
+            raise ValueError(msg) from None
+
+    @property
+    def missing_type(self) -> MissingType:
+        """:attr:`type` as the enum."""
+        return MissingType(self.type)
+
+    def masks(
+        self, ids: int | Sequence[int | str], *, epoch: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`missing_mask` with these settings (``epoch`` used only when resampling)."""
+        return missing_mask(
+            ids,
+            self.rate,
+            self.type,
+            both_ratio=self.both_ratio,
+            seed=self.seed,
+            epoch=epoch if self.resample_each_epoch else None,
+        )

@@ -1,0 +1,260 @@
+"""The CMPT model in pure PyTorch: two frozen open_clip towers with LoRA, proxies, fused head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import loralib
+import torch
+from torch import nn
+
+from .clip import build_clip
+from .head import AvailabilityCase, Fusion, ProxyTokenHead
+from .lora import LoRATargets, add_lora
+from .towers import TextTower, VisionTower
+
+__all__ = ["CMPTFeatures", "CMPTModel", "CMPTOutput"]
+
+
+@dataclass
+class CMPTFeatures:
+    """Per-sample embeddings, all [B, D] in the shared CLIP space, plus the masks [B].
+
+    Rows that were not computed are zeros: ``image`` and ``text_proxy`` where the image is
+    absent, ``text`` and ``image_proxy`` where the text is absent.
+
+    Attributes:
+        image: real image class embedding (``encode_image(normalize=False)``).
+        text: real text embedding (``encode_text(normalize=False)``).
+        text_proxy: proxy for the text, made by the image tower (after its map).
+        image_proxy: proxy for the image, made by the text tower (after its map).
+        image_present: bool, the image is available.
+        text_present: bool, the text is available.
+    """
+
+    image: torch.Tensor
+    text: torch.Tensor
+    text_proxy: torch.Tensor
+    image_proxy: torch.Tensor
+    image_present: torch.Tensor
+    text_present: torch.Tensor
+
+    def detach(self) -> CMPTFeatures:
+        """A copy with every tensor detached from the graph."""
+        return CMPTFeatures(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
+
+
+@dataclass
+class CMPTOutput:
+    """What :meth:`CMPTModel.forward` returns: ``logits`` [B, num_outputs] and the features."""
+
+    logits: torch.Tensor
+    features: CMPTFeatures
+
+
+def _scatter_rows(rows: torch.Tensor | None, values: torch.Tensor, batch: int) -> torch.Tensor:
+    """Place ``values`` [n, D] at ``rows`` of a [batch, D] zero tensor (identity if rows is None)."""
+    if rows is None:
+        return values
+    out = values.new_zeros(batch, values.shape[-1])
+    return out.index_copy(0, rows, values)
+
+
+class CMPTModel(nn.Module):
+    """Cross-Modal Proxy Tokens on a frozen open_clip model (Reza et al., TMLR 2025).
+
+    Both towers are frozen; LoRA adapters are added to their attention; the image tower carries
+    a proxy token for the text and the text tower one for the image. A proxy attends to the real
+    tokens of its tower and no real token attends to it, so the real embeddings are exactly
+    open_clip's. When a modality is absent its embedding is replaced by the proxy made from the
+    other tower, and a gated fusion of the two sides feeds the classifier.
+
+    What to pass for an absent modality: anything of the right shape (the data modules pass
+    zeros). It is never encoded into the output: in training mode (with ``skip_absent``) the
+    tower does not run on it at all; in eval mode the tower runs on the whole batch, so that a
+    sample's numbers do not depend on which other samples are masked, and the absent rows are
+    discarded.
+
+    Args:
+        clip: an open_clip model name (``ViT-B-16``, ``cmpt-tiny``, ``local-dir:/path``) or an
+            already-built open_clip ``CLIP``/``CustomTextCLIP`` instance (used as is, not copied;
+            it is frozen and its attention modules are replaced by LoRA ones in place).
+        num_classes: number of classes (use 1 for a binary task with one logit).
+        pretrained: open_clip pretrained tag (``openai``) or weights file; only with a name.
+        quick_gelu: force QuickGELU on or off; None decides from the weights (OpenAI: on).
+        init_seed: seed for the random initialisation of everything built here.
+        lora_rank: adapter rank r (0: no adapters).
+        lora_alpha: adapter scaling numerator (update ``(alpha / r) B A``).
+        lora_dropout: dropout on the adapters' input.
+        lora_targets: ``qv`` (query and value), ``qkv`` or ``all`` (also out and MLP linears).
+        fusion: ``gated``, ``concat`` or ``sum``.
+        skip_absent: in training, run each tower only on the samples that have its input.
+        grad_checkpointing: recompute the towers' activations in the backward pass.
+    """
+
+    def __init__(
+        self,
+        clip: str | nn.Module,
+        num_classes: int,
+        *,
+        pretrained: str | None = None,
+        quick_gelu: bool | None = None,
+        init_seed: int = 0,
+        lora_rank: int = 1,
+        lora_alpha: float = 1.0,
+        lora_dropout: float = 0.0,
+        lora_targets: LoRATargets | str = LoRATargets.QV,
+        fusion: Fusion | str = Fusion.GATED,
+        skip_absent: bool = True,
+        grad_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(clip, str):
+            clip = build_clip(clip, pretrained, quick_gelu=quick_gelu, init_seed=init_seed)
+        elif pretrained is not None:
+            msg = "pretrained is only used with a model name; load weights into the instance first"
+            raise ValueError(msg)
+        if not isinstance(clip, nn.Module):
+            msg = f"clip must be an open_clip model name or instance, got {type(clip).__name__}"
+            raise TypeError(msg)
+        self.clip = clip
+        self.vision = VisionTower(clip.visual)
+        self.text_tower = TextTower(clip)
+        for param in clip.parameters():
+            param.requires_grad_(False)
+        text_transformer = getattr(getattr(clip, "text", clip), "transformer")  # noqa: B009
+        lora = {"r": lora_rank, "alpha": lora_alpha, "dropout": lora_dropout, "targets": lora_targets}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            add_lora(clip.visual.transformer, **lora)
+            add_lora(text_transformer, **lora)
+            loralib.mark_only_lora_as_trainable(clip, bias="none")
+            embed_dim = int(clip.visual.output_dim)
+            self.head = ProxyTokenHead(
+                self.vision.width,
+                self.text_tower.width,
+                embed_dim,
+                num_classes,
+                fusion=fusion,
+                text_proxy_init=self.vision.initial_proxy(),
+                image_proxy_init=self.text_tower.initial_proxy(),
+            )
+        self.num_classes = num_classes
+        self.skip_absent = skip_absent
+        if grad_checkpointing:
+            clip.set_grad_checkpointing(True)
+
+    @property
+    def embed_dim(self) -> int:
+        """The CLIP embedding width D."""
+        return self.head.embed_dim
+
+    def _check_inputs(
+        self,
+        images: torch.Tensor,
+        texts: torch.Tensor,
+        image_present: torch.Tensor,
+        text_present: torch.Tensor,
+    ) -> None:
+        batch = images.shape[0]
+        if images.ndim != 4 or texts.ndim != 2 or texts.shape[0] != batch:
+            msg = (
+                f"expected images [B, 3, H, W] and texts [B, L] with the same B, got "
+                f"{tuple(images.shape)} and {tuple(texts.shape)}"
+            )
+            raise ValueError(msg)
+        for name, mask in (("image_present", image_present), ("text_present", text_present)):
+            if mask.dtype != torch.bool or mask.shape != (batch,):
+                msg = f"{name} must be a bool tensor of shape [{batch}], got {mask.dtype} {tuple(mask.shape)}"
+                raise ValueError(msg)
+        neither = ~(image_present | text_present)
+        if bool(neither.any()):
+            rows = neither.nonzero().flatten().tolist()
+            msg = (
+                f"samples at batch positions {rows} have neither image nor text; CMPT needs at "
+                "least one modality per sample (drop or report such samples before the model)"
+            )
+            raise ValueError(msg)
+
+    def _rows(self, present: torch.Tensor) -> torch.Tensor | None:
+        """Rows to encode: the present ones when skipping absent inputs, else None (all)."""
+        if self.training and self.skip_absent:
+            return present.nonzero().flatten()
+        return None
+
+    def encode(
+        self,
+        images: torch.Tensor,
+        texts: torch.Tensor,
+        image_present: torch.Tensor,
+        text_present: torch.Tensor,
+    ) -> CMPTFeatures:
+        """Encode a batch into real embeddings and proxies.
+
+        Args:
+            images: [B, 3, H, W] as the open_clip transform makes them.
+            texts: [B, L] token ids from the open_clip tokenizer.
+            image_present: bool [B], the image of the sample is available.
+            text_present: bool [B], the text of the sample is available.
+
+        Returns:
+            The :class:`CMPTFeatures`; rows of absent inputs are zeros.
+
+        Raises:
+            ValueError: on mismatched shapes or a sample with neither modality.
+        """
+        self._check_inputs(images, texts, image_present, text_present)
+        batch = images.shape[0]
+        img_rows = self._rows(image_present)
+        txt_rows = self._rows(text_present)
+        img_in = images if img_rows is None else images.index_select(0, img_rows)
+        txt_in = texts if txt_rows is None else texts.index_select(0, txt_rows)
+        # an empty selection still runs (on 0 rows), so every adapter takes part in the graph
+        image, text_proxy = self.vision(img_in, self.head.text_proxy_token)
+        text, image_proxy = self.text_tower(txt_in, self.head.image_proxy_token)
+        text_proxy = self.head.text_proxy_map(text_proxy)
+        image_proxy = self.head.image_proxy_map(image_proxy)
+        image, text_proxy = (_scatter_rows(img_rows, t, batch) for t in (image, text_proxy))
+        text, image_proxy = (_scatter_rows(txt_rows, t, batch) for t in (text, image_proxy))
+        if img_rows is None:
+            keep = image_present[:, None]
+            image = torch.where(keep, image, torch.zeros_like(image))
+            text_proxy = torch.where(keep, text_proxy, torch.zeros_like(text_proxy))
+        if txt_rows is None:
+            keep = text_present[:, None]
+            text = torch.where(keep, text, torch.zeros_like(text))
+            image_proxy = torch.where(keep, image_proxy, torch.zeros_like(image_proxy))
+        return CMPTFeatures(image, text, text_proxy, image_proxy, image_present, text_present)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        texts: torch.Tensor,
+        image_present: torch.Tensor,
+        text_present: torch.Tensor,
+    ) -> CMPTOutput:
+        """Logits with each absent modality replaced by its proxy, and the features.
+
+        Arguments as in :meth:`encode`.
+        """
+        features = self.encode(images, texts, image_present, text_present)
+        logits = self.head(
+            features.image,
+            features.text,
+            features.text_proxy,
+            features.image_proxy,
+            image_present,
+            text_present,
+        )
+        return CMPTOutput(logits=logits, features=features)
+
+    def case_logits(self, features: CMPTFeatures) -> dict[AvailabilityCase, torch.Tensor]:
+        """Logits under each availability case for samples encoded with both modalities."""
+        return self.head.case_logits(
+            features.image, features.text, features.text_proxy, features.image_proxy
+        )
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state of the trainable parameters only (LoRA, proxies, maps, fusion, classifier)."""
+        names = {name for name, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in names}

@@ -1,0 +1,134 @@
+"""The proxy tokens, their output maps, the fusion and the classifier: :class:`ProxyTokenHead`."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+from torch import nn
+
+__all__ = ["AvailabilityCase", "Fusion", "ProxyTokenHead"]
+
+
+class Fusion(str, Enum):
+    """How the image-side and text-side vectors are combined before the classifier."""
+
+    GATED = "gated"
+    CONCAT = "concat"
+    SUM = "sum"
+
+
+class AvailabilityCase(str, Enum):
+    """Which modalities a sample has at prediction time."""
+
+    COMPLETE = "complete"
+    IMAGE_ONLY = "image_only"  # the text is missing
+    TEXT_ONLY = "text_only"  # the image is missing
+
+
+def _identity_linear(dim: int) -> nn.Linear:
+    linear = nn.Linear(dim, dim)
+    with torch.no_grad():
+        linear.weight.copy_(torch.eye(dim))
+        linear.bias.zero_()
+    return linear
+
+
+class ProxyTokenHead(nn.Module):
+    """Everything CMPT trains besides the adapters.
+
+    - ``text_proxy_token`` [vision width]: appended to the image tower, stands for the text.
+    - ``image_proxy_token`` [text width]: appended to the text tower, stands for the image.
+    - ``text_proxy_map`` / ``image_proxy_map``: D x D maps (identity at init) applied to the
+      proxies' outputs in the shared CLIP embedding space.
+    - the fusion of ``a`` (image side) and ``b`` (text side): gated
+      ``g = sigmoid(W_g [a; b] + c_g)``, ``f = g * a + (1 - g) * b`` (g = 0.5 at init), concat
+      ``[a; b]`` or sum ``a + b``; then a linear classifier.
+
+    Args:
+        vision_width: residual width of the image tower (size of ``text_proxy_token``).
+        text_width: residual width of the text tower (size of ``image_proxy_token``).
+        embed_dim: the CLIP embedding width D.
+        num_outputs: number of logits (classes; 1 for a binary task).
+        fusion: ``gated``, ``concat`` or ``sum``.
+        text_proxy_init: initial value of ``text_proxy_token`` (default: small random).
+        image_proxy_init: initial value of ``image_proxy_token`` (default: small random).
+    """
+
+    def __init__(
+        self,
+        vision_width: int,
+        text_width: int,
+        embed_dim: int,
+        num_outputs: int,
+        *,
+        fusion: Fusion | str = Fusion.GATED,
+        text_proxy_init: torch.Tensor | None = None,
+        image_proxy_init: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if num_outputs < 1:
+            msg = f"num_outputs must be >= 1, got {num_outputs!r}"
+            raise ValueError(msg)
+        self.fusion = Fusion(fusion)
+        self.embed_dim = embed_dim
+        if text_proxy_init is None:
+            text_proxy_init = torch.randn(vision_width) * vision_width**-0.5
+        if image_proxy_init is None:
+            image_proxy_init = torch.randn(text_width) * text_width**-0.5
+        self.text_proxy_token = nn.Parameter(text_proxy_init.detach().clone().float())
+        self.image_proxy_token = nn.Parameter(image_proxy_init.detach().clone().float())
+        self.text_proxy_map = _identity_linear(embed_dim)
+        self.image_proxy_map = _identity_linear(embed_dim)
+        self.gate: nn.Linear | None = None
+        if self.fusion == Fusion.GATED:
+            self.gate = nn.Linear(2 * embed_dim, embed_dim)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
+        in_features = 2 * embed_dim if self.fusion == Fusion.CONCAT else embed_dim
+        self.classifier = nn.Linear(in_features, num_outputs)
+
+    def fuse(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Fuse the image-side ``a`` [B, D] and text-side ``b`` [B, D] vectors."""
+        if self.fusion == Fusion.CONCAT:
+            return torch.cat([a, b], dim=-1)  # shape = [B, 2D]
+        if self.fusion == Fusion.SUM:
+            return a + b
+        assert self.gate is not None  # set for Fusion.GATED in __init__
+        g = torch.sigmoid(self.gate(torch.cat([a, b], dim=-1)))  # shape = [B, D]
+        return g * a + (1 - g) * b
+
+    def classify(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Logits [B, num_outputs] from the image-side and text-side vectors."""
+        return self.classifier(self.fuse(a, b))
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        text: torch.Tensor,
+        text_proxy: torch.Tensor,
+        image_proxy: torch.Tensor,
+        image_present: torch.Tensor,
+        text_present: torch.Tensor,
+    ) -> torch.Tensor:
+        """Logits with each absent modality replaced by its proxy (all tensors [B, D] / [B])."""
+        a = torch.where(image_present[:, None], image, image_proxy)
+        b = torch.where(text_present[:, None], text, text_proxy)
+        return self.classify(a, b)
+
+    def case_logits(
+        self,
+        image: torch.Tensor,
+        text: torch.Tensor,
+        text_proxy: torch.Tensor,
+        image_proxy: torch.Tensor,
+    ) -> dict[AvailabilityCase, torch.Tensor]:
+        """Logits of every sample under each availability case, from one encoding.
+
+        Valid for samples whose two real embeddings and two proxies were all computed.
+        """
+        return {
+            AvailabilityCase.COMPLETE: self.classify(image, text),
+            AvailabilityCase.IMAGE_ONLY: self.classify(image, text_proxy),
+            AvailabilityCase.TEXT_ONLY: self.classify(image_proxy, text),
+        }

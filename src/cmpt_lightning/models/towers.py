@@ -1,0 +1,218 @@
+"""open_clip towers run with one extra proxy token appended to their token sequence.
+
+The proxy attends to the real tokens of its tower; no real token attends to the proxy, so the
+real outputs are exactly those of plain open_clip (the mask column of the proxy is ``-inf`` for
+every real query). Both functions read open_clip's own modules (``_embeds``, ``_pool``, the text
+layers) so that the real path is open_clip's code, not a copy of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
+from torch import nn
+
+__all__ = ["TextTower", "VisionTower", "proxy_attention_mask"]
+
+
+def proxy_attention_mask(
+    real_mask: torch.Tensor | None,
+    proxy_keys: torch.Tensor,
+    *,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The additive [*, L + 1, L + 1] mask for L real tokens followed by one proxy.
+
+    Args:
+        real_mask: the tower's own additive mask over the real tokens, [L, L] (causal for text)
+            or None for full attention.
+        proxy_keys: bool, which real keys the proxy may attend to: [L] (same for every sample)
+            or [B, L].
+        dtype: the float dtype of the mask.
+
+    Returns:
+        [L + 1, L + 1] when ``proxy_keys`` is [L], else [B, 1, L + 1, L + 1] (broadcast over
+        heads). Real queries see the real mask and ``-inf`` on the proxy; the proxy sees itself
+        and the allowed real keys.
+    """
+    length = proxy_keys.shape[-1]
+    lead = proxy_keys.shape[:-1]
+    device = proxy_keys.device
+    neg_inf = float("-inf")
+    mask = torch.zeros(*lead, length + 1, length + 1, dtype=dtype, device=device)
+    if real_mask is not None:
+        mask[..., :length, :length] = real_mask[:length, :length].to(dtype)
+    mask[..., :length, length] = neg_inf  # no real token attends to the proxy
+    proxy_row = torch.zeros(*lead, length, dtype=dtype, device=device)
+    proxy_row.masked_fill_(~proxy_keys, neg_inf)
+    mask[..., length, :length] = proxy_row  # the proxy sees only the allowed real tokens
+    if lead:
+        mask = mask.unsqueeze(1)  # shape = [B, 1, L + 1, L + 1]
+    return mask
+
+
+class VisionTower:
+    """An open_clip ``VisionTransformer`` that also encodes a proxy token.
+
+    Returns the image class embedding exactly as ``visual(images)`` does (``ln_post`` then
+    ``proj``) and the proxy's output through the same ``ln_post`` and ``proj``. A view, not a
+    module: the weights stay registered under the CLIP model that owns them.
+    """
+
+    def __init__(self, visual: nn.Module) -> None:
+        if not isinstance(visual, VisionTransformer):
+            msg = (
+                f"CMPT needs open_clip's VisionTransformer image tower, got "
+                f"{type(visual).__name__} (ResNet and timm towers are not supported)"
+            )
+            raise TypeError(msg)
+        if visual.attn_pool is not None or visual.pool_type != "tok":
+            msg = "CMPT needs a class-token ViT (pool_type 'tok', no attentional pooler)"
+            raise TypeError(msg)
+        self.visual = visual
+
+    @property
+    def width(self) -> int:
+        """Width of the tower's residual stream."""
+        return int(self.visual.class_embedding.shape[0])
+
+    def initial_proxy(self) -> torch.Tensor:
+        """The class token's input (after ``ln_pre``), a natural start for a proxy token."""
+        with torch.no_grad():
+            cls = self.visual.class_embedding + self.visual.positional_embedding[0]
+            return self.visual.ln_pre(cls[None])[0].detach().clone()
+
+    def __call__(
+        self, images: torch.Tensor, proxy: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode ``images`` [B, 3, H, W] with ``proxy`` [width] appended.
+
+        Returns:
+            (class embedding [B, D], proxy embedding [B, D]).
+        """
+        x = self.visual._embeds(images)  # shape = [B, grid ** 2 + 1, width]
+        batch, length, _ = x.shape
+        x = torch.cat([x, proxy.to(x.dtype).expand(batch, 1, -1)], dim=1)
+        # shape = [B, grid ** 2 + 2, width]
+        keys = torch.ones(length, dtype=torch.bool, device=x.device)
+        mask = proxy_attention_mask(None, keys, dtype=x.dtype)  # shape = [L + 1, L + 1]
+        x = self.visual.transformer(x, attn_mask=mask)
+        pooled, _ = self.visual._pool(x[:, :-1])  # open_clip's own pooling of the real tokens
+        proxy_out = self.visual.ln_post(x[:, -1])  # shape = [B, width]
+        if self.visual.proj is not None:
+            pooled = pooled @ self.visual.proj
+            proxy_out = proxy_out @ self.visual.proj
+        return pooled, proxy_out
+
+
+@dataclass
+class _TextParts:
+    token_embedding: nn.Embedding
+    positional_embedding: nn.Parameter
+    transformer: nn.Module
+    ln_final: nn.Module
+    text_projection: nn.Module | nn.Parameter | None
+    pool_type: str
+    eos_id: int | None
+
+
+class TextTower:
+    """The text tower of an open_clip ``CLIP`` (or ``CustomTextCLIP``) with a proxy token.
+
+    Returns the text embedding at the pooled position exactly as ``encode_text`` does and the
+    proxy's output through the same ``ln_final`` and projection. The proxy attends to the real
+    tokens up to the pooled (end-of-text) position only: never to the padding after it (id 0 is
+    also a real word piece in CLIP's vocabulary, so padding is found by position, not by id).
+    A view, not a module: the weights stay registered under the CLIP model that owns them.
+    """
+
+    def __init__(self, clip: nn.Module) -> None:
+        self._clip = clip
+        text = getattr(clip, "text", None)
+        if text is not None:
+            if not isinstance(text, TextTransformer) or text.cls_emb is not None:
+                msg = (
+                    f"CMPT needs open_clip's TextTransformer without a class embedding, got "
+                    f"{type(text).__name__} (Hugging Face text towers and CoCa are not supported)"
+                )
+                raise TypeError(msg)
+            parts = _TextParts(
+                text.token_embedding,
+                text.positional_embedding,
+                text.transformer,
+                text.ln_final,
+                text.text_projection,
+                text.pool_type,
+                text.eos_id,
+            )
+        else:
+            parts = _TextParts(
+                clip.token_embedding,
+                clip.positional_embedding,
+                clip.transformer,
+                clip.ln_final,
+                clip.text_projection,
+                clip.text_pool_type,
+                getattr(clip, "text_eos_id", None),
+            )
+        self._parts = parts
+
+    @property
+    def attn_mask(self) -> torch.Tensor | None:
+        """The tower's causal mask, read from the model each call so it follows ``.to()``."""
+        owner = getattr(self._clip, "text", None) or self._clip
+        return owner.attn_mask
+
+    @property
+    def width(self) -> int:
+        """Width of the tower's residual stream."""
+        return int(self._parts.token_embedding.weight.shape[1])
+
+    def end_positions(self, text: torch.Tensor) -> torch.Tensor:
+        """Index of the pooled token of each sequence in ``text`` [B, L] (as open_clip pools)."""
+        if self._parts.pool_type == "argmax":
+            return text.argmax(dim=-1)
+        if self._parts.pool_type == "eos" and self._parts.eos_id is not None:
+            return (text == self._parts.eos_id).int().argmax(dim=-1)
+        if self._parts.pool_type == "first":
+            return torch.zeros(text.shape[0], dtype=torch.long, device=text.device)
+        return torch.full((text.shape[0],), text.shape[1] - 1, device=text.device)
+
+    def initial_proxy(self, eot_id: int | None = None) -> torch.Tensor:
+        """A start for the proxy token: the end-of-text embedding at the last position."""
+        with torch.no_grad():
+            weight = self._parts.token_embedding.weight
+            idx = weight.shape[0] - 1 if eot_id is None else eot_id
+            return (weight[idx] + self._parts.positional_embedding[-1]).detach().clone()
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        proj = self._parts.text_projection
+        if proj is None:
+            return x
+        if isinstance(proj, nn.Linear):
+            return proj(x)
+        return x @ proj
+
+    def __call__(self, text: torch.Tensor, proxy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode token ids ``text`` [B, L] with ``proxy`` [width] appended.
+
+        Returns:
+            (text embedding [B, D], proxy embedding [B, D]).
+        """
+        parts = self._parts
+        cast_dtype = parts.transformer.get_cast_dtype()
+        batch, length = text.shape
+        x = parts.token_embedding(text).to(cast_dtype)  # shape = [B, L, width]
+        x = x + parts.positional_embedding[:length].to(cast_dtype)
+        x = torch.cat([x, proxy.to(x.dtype).expand(batch, 1, -1)], dim=1)  # [B, L + 1, width]
+        positions = torch.arange(length, device=text.device)
+        keys = positions[None, :] <= self.end_positions(text)[:, None]  # shape = [B, L]
+        mask = proxy_attention_mask(self.attn_mask, keys, dtype=x.dtype)
+        # shape = [B, 1, L + 1, L + 1]
+        x = parts.transformer(x, attn_mask=mask)
+        real = parts.ln_final(x[:, :-1])  # shape = [B, L, width]
+        pooled = text_global_pool(real, text, parts.pool_type, eos_token_id=parts.eos_id)
+        proxy_out = parts.ln_final(x[:, -1])  # shape = [B, width]
+        return self._project(pooled), self._project(proxy_out)

@@ -1,0 +1,262 @@
+"""The LightningModule: :class:`CMPTModule` wraps :class:`~cmpt_lightning.models.CMPTModel`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch.optim.lr_scheduler import LambdaLR
+
+from .losses import AlignLoss, CMPTLoss
+from .metrics import EvalCollector, availability_case, compute_metrics, train_metric
+from .models.cmpt import CMPTModel, CMPTOutput
+from .models.head import Fusion
+from .models.lora import LoRATargets
+from .tasks import Task
+
+__all__ = ["CMPTModule", "WarmupCosine"]
+
+
+class WarmupCosine:
+    """Linear warm-up over ``warmup_steps`` then cosine decay to zero at ``total_steps``."""
+
+    def __init__(self, warmup_steps: int, total_steps: int) -> None:
+        self.warmup_steps = max(0, warmup_steps)
+        self.total_steps = max(1, total_steps)
+
+    def __call__(self, step: int) -> float:
+        """The learning-rate factor at ``step``."""
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class CMPTModule(LightningModule):
+    """Train and evaluate CMPT with Lightning.
+
+    Loss: task loss + ``align_weight`` x alignment of each proxy with the real embedding it
+    stands for, on complete samples. Metrics are logged as ``{stage}/{metric}`` over all samples
+    and ``{stage}/{metric}_{case}`` for each availability case (``complete``, ``image_only``,
+    ``text_only``), plus ``{stage}/score``, the task's main metric under one name for
+    checkpoint selection; evaluation metrics are exact (per-sample results gathered over processes).
+    Checkpoints hold the trainable weights only; the frozen towers are rebuilt from ``clip``,
+    ``pretrained`` and ``init_seed``.
+
+    Args:
+        num_classes: number of classes (linked from the data module by the CLI).
+        task: ``multiclass``, ``multilabel`` or ``binary`` (linked from the data module).
+        clip: open_clip architecture, e.g. ``ViT-B-16``; ``cmpt-tiny`` is the package's tiny
+            test model.
+        pretrained: open_clip pretrained tag (``openai``), a local weights file, or null for
+            random weights.
+        quick_gelu: force QuickGELU on or off; null decides from the weights (OpenAI: on).
+        init_seed: seed of all random initialisation (towers without weights, adapters, head).
+        lora_rank: LoRA rank r (0: no adapters).
+        lora_alpha: LoRA scaling numerator; the update is ``(alpha / r) B A``.
+        lora_dropout: dropout on the adapters' input.
+        lora_targets: ``qv``, ``qkv`` or ``all`` (adds attention output and MLP linears).
+        fusion: ``gated``, ``concat`` or ``sum``.
+        align_weight: lambda, weight of the alignment loss.
+        align_loss: ``mse`` or ``cosine``.
+        align_detach: stop the gradient through the real embeddings in the alignment loss.
+        label_smoothing: label smoothing of the multiclass cross-entropy.
+        skip_absent: in training, run each tower only on samples that have its input.
+        grad_checkpointing: recompute tower activations in the backward pass (less memory).
+        optimizer: optimizer factory, called with the trainable parameters.
+        lr_scheduler: scheduler factory, called with the optimizer and stepped every step; null
+            for linear warm-up over ``warmup_ratio`` of the steps then cosine decay.
+        warmup_ratio: fraction of the training steps used for warm-up by the default schedule.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        task: Task | str = "multiclass",
+        clip: str = "cmpt-tiny",
+        pretrained: str | None = None,
+        quick_gelu: bool | None = None,
+        init_seed: int = 0,
+        lora_rank: int = 1,
+        lora_alpha: float = 1.0,
+        lora_dropout: float = 0.0,
+        lora_targets: LoRATargets | str = "qv",
+        fusion: Fusion | str = "gated",
+        align_weight: float = 0.2,
+        align_loss: AlignLoss | str = "mse",
+        align_detach: bool = True,
+        label_smoothing: float = 0.0,
+        skip_absent: bool = True,
+        grad_checkpointing: bool = False,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        warmup_ratio: float = 0.05,
+    ) -> None:
+        super().__init__()
+        # plain strings in the hparams, so checkpoints load with torch.load(weights_only=True)
+        task, lora_targets = Task(task).value, LoRATargets(lora_targets).value
+        fusion, align_loss = Fusion(fusion).value, AlignLoss(align_loss).value
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.task = Task(task)
+        self.num_classes = num_classes
+        self.model = CMPTModel(
+            clip,
+            self.task.num_outputs(num_classes),
+            pretrained=pretrained,
+            quick_gelu=quick_gelu,
+            init_seed=init_seed,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            lora_targets=lora_targets,
+            fusion=fusion,
+            skip_absent=skip_absent,
+            grad_checkpointing=grad_checkpointing,
+        )
+        self.loss = CMPTLoss(
+            self.task,
+            align_weight=align_weight,
+            align_loss=align_loss,
+            detach_target=align_detach,
+            label_smoothing=label_smoothing,
+        )
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        if not 0.0 <= warmup_ratio < 1.0:
+            msg = f"warmup_ratio must be in [0, 1), got {warmup_ratio!r}"
+            raise ValueError(msg)
+        self.warmup_ratio = warmup_ratio
+        self.train_metric = train_metric(self.task, num_classes)
+        self.collectors = {"val": EvalCollector(), "test": EvalCollector()}
+        # checkpoints hold the trainable weights only: the frozen towers are rebuilt on load
+        self.strict_loading = False
+
+    @property
+    def monitor(self) -> str:
+        """The validation metric used for model selection: ``val/score``, the task's main metric
+        (accuracy, F1-macro or AUROC), also logged under its own name."""
+        return "val/score"
+
+    def forward(self, batch: dict[str, Any]) -> CMPTOutput:
+        """Run the model on a collated batch."""
+        return self.model(batch["image"], batch["text"], batch["image_present"], batch["text_present"])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """One optimisation step's loss; logs its parts and the running training metric."""
+        output = self(batch)
+        parts = self.loss(output, batch["label"])
+        size = batch["label"].shape[0]
+        self.log("train/loss", parts.total, prog_bar=True, batch_size=size)
+        self.log("train/task_loss", parts.task, batch_size=size)
+        self.log("train/align_loss", parts.align, batch_size=size)
+        self.train_metric(self._metric_input(output.logits), batch["label"].long())
+        name = "f1_macro" if self.task is Task.MULTILABEL else "acc"
+        self.log(f"train/{name}", self.train_metric, on_step=False, on_epoch=True, batch_size=size)
+        return parts.total
+
+    def _metric_input(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.detach().float()
+        return logits.squeeze(-1) if self.task is Task.BINARY else logits
+
+    def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
+        output = self(batch)
+        parts = self.loss(output, batch["label"])
+        size = batch["label"].shape[0]
+        self.log(f"{stage}/loss", parts.total, batch_size=size, sync_dist=True)
+        self.collectors[stage].update(
+            index=batch["index"],
+            logits=output.logits.float(),
+            label=batch["label"],
+            image_present=batch["image_present"],
+            text_present=batch["text_present"],
+        )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Evaluate a validation batch (metrics are computed at the epoch's end)."""
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Evaluate a test batch (metrics are computed at the epoch's end)."""
+        self._eval_step("test", batch)
+
+    def evaluation_metrics(self, stage: str) -> dict[str, float]:
+        """Exact metrics of the epoch's collected samples, overall and per availability case."""
+        data = self.collectors[stage].compute(self.all_gather, self.trainer.world_size)
+        self.collectors[stage].reset()
+        if not data:
+            return {}
+        overall = compute_metrics(self.task, data["logits"], data["label"], self.num_classes)
+        metrics = {f"{stage}/{k}": v for k, v in overall.items()}
+        metrics[f"{stage}/score"] = overall[self.task.main_metric]  # task-agnostic monitor
+        for case, rows in availability_case(data["image_present"], data["text_present"]).items():
+            if bool(rows.any()):
+                values = compute_metrics(self.task, data["logits"][rows], data["label"][rows], self.num_classes)
+                metrics.update({f"{stage}/{k}_{case.value}": v for k, v in values.items()})
+            metrics[f"{stage}/count_{case.value}"] = float(rows.sum())
+        return metrics
+
+    def _log_eval(self, stage: str) -> None:
+        metrics = self.evaluation_metrics(stage)
+        if metrics:
+            # every rank holds the same gathered values; sync_dist only silences the warning
+            self.log_dict(metrics, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log exact validation metrics."""
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log exact test metrics."""
+        self._log_eval("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Per-sample predictions: ids, logits, probabilities and the modalities used."""
+        output = self(batch)
+        logits = output.logits.float()
+        if self.task is Task.MULTICLASS:
+            probs = logits.softmax(-1)
+        else:
+            probs = torch.sigmoid(logits)
+        return {
+            "id": batch["id"],
+            "index": batch["index"],
+            "logits": logits,
+            "probs": probs,
+            "image_present": batch["image_present"],
+            "text_present": batch["text_present"],
+        }
+
+    def configure_optimizers(self) -> Any:
+        """The optimizer over trainable parameters and a per-step learning-rate schedule."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.lr_scheduler_factory is not None:
+            scheduler = self.lr_scheduler_factory(optimizer)
+        else:
+            total = int(self.trainer.estimated_stepping_batches)
+            warmup = int(self.warmup_ratio * total)
+            scheduler = LambdaLR(optimizer, WarmupCosine(warmup, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- checkpoints: trainable weights only ---------------------------------------------------
+    def _trainable_keys(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep only the trainable weights; the frozen towers are rebuilt from the hparams."""
+        keys = self._trainable_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keys}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint that lacks any trainable weight of this model."""
+        missing = sorted(self._trainable_keys() - set(checkpoint.get("state_dict", {})))
+        if missing:
+            msg = (
+                f"checkpoint lacks {len(missing)} trainable weights of this model (first: "
+                f"{missing[:3]}); was it saved with the same lora_rank, lora_targets and fusion?"
+            )
+            raise KeyError(msg)
