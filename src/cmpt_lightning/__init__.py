@@ -1,4 +1,4 @@
-"""cmpt-lightning: Cross-Modal Proxy Tokens for multimodal classification with missing modalities."""
+"""cmpt-lightning: Cross-Modal Proxy Tokens for image-text classification, modalities missing."""
 
 from .datamodules.base import CMPTDataModule
 from .datamodules.synthetic import SyntheticDataModule

@@ -6,7 +6,7 @@ from enum import Enum
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 from .models.cmpt import CMPTOutput

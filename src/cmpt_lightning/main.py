@@ -32,7 +32,9 @@ class CMPTCLI(LightningCLI):
         """Link model and data arguments and add ``--test_after_fit``."""
         parser.link_arguments("model.init_args.clip", "data.init_args.clip_model")
         parser.link_arguments("model.init_args.pretrained", "data.init_args.pretrained")
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
         parser.link_arguments(
             "data.task", "model.init_args.task", compute_fn=_task_name, apply_on="instantiate"
         )
@@ -43,13 +45,22 @@ class CMPTCLI(LightningCLI):
             help="After fit, test the best checkpoint (the last weights if none was saved).",
         )
 
+    def before_instantiate_classes(self) -> None:
+        """Drop the default rich progress bar when the run disables progress bars."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("trainer", {}).get("enable_progress_bar") is False:
+            callbacks = self.trainer_defaults.get("callbacks", [])
+            self.trainer_defaults["callbacks"] = [
+                c for c in callbacks if not isinstance(c, RichProgressBar)
+            ]
+
     def after_fit(self) -> None:
         """Test the best checkpoint after fitting when ``--test_after_fit`` is set."""
         if not self.config[self.subcommand].get("test_after_fit", False):
             return
         callback = self.trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback is not None else ""
-        ckpt = best if best and not self.trainer.fast_dev_run else None
+        ckpt = best if best and not getattr(self.trainer, "fast_dev_run", False) else None
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
 
 

@@ -8,6 +8,7 @@ with repeated samples), so the metrics equal those of a single process.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torchmetrics
@@ -66,13 +67,17 @@ def compute_metrics(
     if task is Task.MULTILABEL:
         probs, labels = torch.sigmoid(logits), target.long()
         out = {
-            f"f1_{avg}": float(multilabel_f1_score(probs, labels, num_labels=num_classes, average=avg))
+            f"f1_{avg}": float(
+                multilabel_f1_score(probs, labels, num_labels=num_classes, average=avg)
+            )
             for avg in ("macro", "micro", "weighted")
         }
         out["f1_samples"] = float(_f1_samples(logits, target))
         return out
     probs, labels = torch.sigmoid(logits.reshape(-1)), target.reshape(-1).long()
-    auroc = binary_auroc(probs, labels) if labels.unique().numel() == 2 else torch.tensor(float("nan"))
+    auroc = (
+        binary_auroc(probs, labels) if labels.unique().numel() == 2 else torch.tensor(float("nan"))
+    )
     return {"auroc": float(auroc), "acc": float(binary_accuracy(probs, labels))}
 
 
@@ -86,7 +91,9 @@ def train_metric(task: Task | str, num_classes: int) -> torchmetrics.Metric:
     return torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, average="micro")
 
 
-def availability_case(image_present: torch.Tensor, text_present: torch.Tensor) -> dict[AvailabilityCase, torch.Tensor]:
+def availability_case(
+    image_present: torch.Tensor, text_present: torch.Tensor
+) -> dict[AvailabilityCase, torch.Tensor]:
     """Bool masks [N] of the samples in each availability case."""
     return {
         AvailabilityCase.COMPLETE: image_present & text_present,
@@ -117,7 +124,7 @@ class EvalCollector:
         return sum(t.shape[0] for t in self._parts.get("index", []))
 
     def compute(
-        self, all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None, world_size: int = 1
+        self, all_gather: Callable[[torch.Tensor], Any] | None = None, world_size: int = 1
     ) -> dict[str, torch.Tensor]:
         """Concatenate, gather across ranks (if ``world_size > 1``), sort by index, de-duplicate.
 
@@ -142,9 +149,7 @@ class EvalCollector:
         return {name: value[keep].cpu() for name, value in data.items()}
 
 
-def _gather_padded(
-    value: torch.Tensor, all_gather: Callable[[torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
+def _gather_padded(value: torch.Tensor, all_gather: Callable[[torch.Tensor], Any]) -> torch.Tensor:
     """All-gather tensors whose first dimension may differ between ranks."""
     if value.dtype == torch.bool:  # not every backend (gloo) gathers bool
         return _gather_padded(value.to(torch.uint8), all_gather).bool()

@@ -52,7 +52,10 @@ def _check_fraction(name: str, value: float) -> float:
 
 
 def _as_ids(ids: int | Sequence[int | str]) -> list[str]:
-    if isinstance(ids, int) and not isinstance(ids, bool):
+    if isinstance(ids, bool):
+        msg = f"ids must be a sample count or a sequence of ids, got {ids!r}"
+        raise TypeError(msg)
+    if isinstance(ids, int):
         if ids < 0:
             msg = f"the sample count must be >= 0, got {ids!r}"
             raise ValueError(msg)
@@ -66,7 +69,9 @@ def _as_ids(ids: int | Sequence[int | str]) -> list[str]:
     return keys
 
 
-def ranking(ids: int | Sequence[int | str], *, seed: int = 0, epoch: int | None = None) -> list[int]:
+def ranking(
+    ids: int | Sequence[int | str], *, seed: int = 0, epoch: int | None = None
+) -> list[int]:
     """Positions of ``ids`` in the protocol's order (hash of seed, epoch and id; ties by id)."""
     keys = _as_ids(ids)
     salt = f"{seed}:" if epoch is None else f"{seed}:{epoch}:"

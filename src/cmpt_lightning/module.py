@@ -132,18 +132,20 @@ class CMPTModule(LightningModule):
         self.warmup_ratio = warmup_ratio
         self.train_metric = train_metric(self.task, num_classes)
         self.collectors = {"val": EvalCollector(), "test": EvalCollector()}
-        # checkpoints hold the trainable weights only: the frozen towers are rebuilt on load
-        self.strict_loading = False
 
     @property
     def monitor(self) -> str:
-        """The validation metric used for model selection: ``val/score``, the task's main metric
-        (accuracy, F1-macro or AUROC), also logged under its own name."""
+        """The validation metric used for model selection: ``val/score``.
+
+        It is the task's main metric (accuracy, F1-macro or AUROC), also logged under its name.
+        """
         return "val/score"
 
     def forward(self, batch: dict[str, Any]) -> CMPTOutput:
         """Run the model on a collated batch."""
-        return self.model(batch["image"], batch["text"], batch["image_present"], batch["text_present"])
+        return self.model(
+            batch["image"], batch["text"], batch["image_present"], batch["text_present"]
+        )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """One optimisation step's loss; logs its parts and the running training metric."""
@@ -194,7 +196,9 @@ class CMPTModule(LightningModule):
         metrics[f"{stage}/score"] = overall[self.task.main_metric]  # task-agnostic monitor
         for case, rows in availability_case(data["image_present"], data["text_present"]).items():
             if bool(rows.any()):
-                values = compute_metrics(self.task, data["logits"][rows], data["label"][rows], self.num_classes)
+                values = compute_metrics(
+                    self.task, data["logits"][rows], data["label"][rows], self.num_classes
+                )
                 metrics.update({f"{stage}/{k}_{case.value}": v for k, v in values.items()})
             metrics[f"{stage}/count_{case.value}"] = float(rows.sum())
         return metrics
@@ -240,7 +244,10 @@ class CMPTModule(LightningModule):
             total = int(self.trainer.estimated_stepping_batches)
             warmup = int(self.warmup_ratio * total)
             scheduler = LambdaLR(optimizer, WarmupCosine(warmup, total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # --- checkpoints: trainable weights only ---------------------------------------------------
     def _trainable_keys(self) -> set[str]:
@@ -252,11 +259,17 @@ class CMPTModule(LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keys}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse a checkpoint that lacks any trainable weight of this model."""
-        missing = sorted(self._trainable_keys() - set(checkpoint.get("state_dict", {})))
+        """Complete a trainable-only checkpoint with this model's frozen weights.
+
+        The checkpoint then loads strictly. One that lacks any trainable weight is refused.
+        """
+        state = checkpoint.get("state_dict", {})
+        missing = sorted(self._trainable_keys() - set(state))
         if missing:
             msg = (
                 f"checkpoint lacks {len(missing)} trainable weights of this model (first: "
                 f"{missing[:3]}); was it saved with the same lora_rank, lora_targets and fusion?"
             )
             raise KeyError(msg)
+        frozen = {k: v for k, v in self.state_dict().items() if k not in state}
+        checkpoint["state_dict"] = {**frozen, **state}

@@ -1,5 +1,8 @@
-"""What every data module of the package shares: the model's preprocessing, loaders, and the
-simulated missing modalities of the protocol (:mod:`cmpt_lightning.missing`)."""
+"""What every data module of the package shares.
+
+The model's preprocessing, the loaders, and the simulated missing modalities of the protocol
+(:mod:`cmpt_lightning.missing`).
+"""
 
 from __future__ import annotations
 
@@ -94,7 +97,7 @@ class CMPTDataModule(LightningDataModule):
 
     # --- preprocessing ------------------------------------------------------------------------
     def image_transform(self, train: bool = False) -> Any:
-        """The open_clip preprocessing of :attr:`clip_model` (augmented if ``train and augment``)."""
+        """The open_clip preprocessing of :attr:`clip_model` (augmented if train and augment)."""
         return build_image_transform(self.clip_model, self.pretrained, train=train and self.augment)
 
     def tokenizer(self) -> Any:

@@ -64,13 +64,17 @@ class SyntheticDataModule(CMPTDataModule):
         if not 2 <= num_classes <= MAX_CLASSES:
             msg = f"num_classes must be in [2, {MAX_CLASSES}], got {num_classes!r}"
             raise ValueError(msg)
-        for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
+        for name, value in (
+            ("train_size", train_size),
+            ("val_size", val_size),
+            ("test_size", test_size),
+        ):
             if value < 1:
                 msg = f"{name} must be >= 1, got {value!r}"
                 raise ValueError(msg)
-        for name, value in (("image_noise", image_noise), ("text_noise", text_noise)):
-            if not 0.0 <= value <= 1.0:
-                msg = f"{name} must be in [0, 1], got {value!r}"
+        for name, noise in (("image_noise", image_noise), ("text_noise", text_noise)):
+            if not 0.0 <= noise <= 1.0:
+                msg = f"{name} must be in [0, 1], got {noise!r}"
                 raise ValueError(msg)
         self._num_classes = num_classes
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "predict": test_size}

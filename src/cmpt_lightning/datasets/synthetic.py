@@ -36,14 +36,34 @@ _COLOURS = [
 ]
 _OBJECTS = ["circle", "square", "stripe", "cross"]
 _FILLER = [
-    "a", "photo", "of", "the", "small", "large", "bright", "dark", "picture", "with", "on",
-    "near", "view", "image", "old", "new", "one", "my", "this", "simple",
+    "a",
+    "photo",
+    "of",
+    "the",
+    "small",
+    "large",
+    "bright",
+    "dark",
+    "picture",
+    "with",
+    "on",
+    "near",
+    "view",
+    "image",
+    "old",
+    "new",
+    "one",
+    "my",
+    "this",
+    "simple",
 ]
 
 MAX_CLASSES = len(_COLOURS)
 
 
-def _draw(colour: tuple[int, int, int], shape: str, rng: np.random.Generator, size: int) -> np.ndarray:
+def _draw(
+    colour: tuple[int, int, int], shape: str, rng: np.random.Generator, size: int
+) -> np.ndarray:
     """An RGB uint8 image [size, size, 3]: noisy background, the class colour drawn as a shape."""
     img = rng.normal(110, 30, size=(size, size, 3))
     yy, xx = np.mgrid[0:size, 0:size]
@@ -93,7 +113,7 @@ class SyntheticDataset(MultimodalDataset):
     ) -> None:
         super().__init__(image_transform, tokenizer, image_size)
         if not 2 <= num_classes <= MAX_CLASSES:
-            msg = f"num_classes must be in [2, {MAX_CLASSES}] for the synthetic data, got {num_classes!r}"
+            msg = f"num_classes must be in [2, {MAX_CLASSES}] (synthetic data), got {num_classes!r}"
             raise ValueError(msg)
         self.num_classes = num_classes
         self.seed = seed
@@ -124,7 +144,9 @@ class SyntheticDataset(MultimodalDataset):
     def load_image(self, index: int) -> Image.Image:
         """Draw the image of sample ``index``."""
         c = self.image_class(index)
-        pixels = _draw(_COLOURS[c][1], _OBJECTS[c % len(_OBJECTS)], self._rng(index, 3), self.raw_size)
+        pixels = _draw(
+            _COLOURS[c][1], _OBJECTS[c % len(_OBJECTS)], self._rng(index, 3), self.raw_size
+        )
         return Image.fromarray(pixels)
 
     def load_text(self, index: int) -> str:
@@ -132,7 +154,9 @@ class SyntheticDataset(MultimodalDataset):
         c = self.text_class(index)
         rng = self._rng(index, 4)
         words = list(rng.choice(_FILLER, size=int(rng.integers(3, 7))))
-        words.insert(int(rng.integers(0, len(words) + 1)), f"{_COLOURS[c][0]} {_OBJECTS[c % len(_OBJECTS)]}")
+        words.insert(
+            int(rng.integers(0, len(words) + 1)), f"{_COLOURS[c][0]} {_OBJECTS[c % len(_OBJECTS)]}"
+        )
         return " ".join(words)
 
     def target(self, index: int) -> torch.Tensor:

@@ -114,7 +114,8 @@ def build_clip(
             if not path.is_file():
                 msg = (
                     f"pretrained weights file {str(path)!r} does not exist; pass an existing "
-                    f"file, an open_clip tag (one of {open_clip.list_pretrained_tags_by_model(model_name)}), "
+                    "file, an open_clip tag (one of "
+                    f"{open_clip.list_pretrained_tags_by_model(model_name)}), "
                     "or null for random weights"
                 )
                 raise FileNotFoundError(msg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import loralib
 import torch
@@ -53,7 +54,7 @@ class CMPTOutput:
 
 
 def _scatter_rows(rows: torch.Tensor | None, values: torch.Tensor, batch: int) -> torch.Tensor:
-    """Place ``values`` [n, D] at ``rows`` of a [batch, D] zero tensor (identity if rows is None)."""
+    """Place ``values`` [n, D] at ``rows`` of a [batch, D] zero tensor (as is if rows is None)."""
     if rows is None:
         return values
     out = values.new_zeros(batch, values.shape[-1])
@@ -118,18 +119,24 @@ class CMPTModel(nn.Module):
             msg = f"clip must be an open_clip model name or instance, got {type(clip).__name__}"
             raise TypeError(msg)
         self.clip = clip
-        self.vision = VisionTower(clip.visual)
+        towers: Any = clip  # open_clip's CLIP / CustomTextCLIP: untyped attributes
+        self.vision = VisionTower(towers.visual)
         self.text_tower = TextTower(clip)
         for param in clip.parameters():
             param.requires_grad_(False)
-        text_transformer = getattr(getattr(clip, "text", clip), "transformer")  # noqa: B009
-        lora = {"r": lora_rank, "alpha": lora_alpha, "dropout": lora_dropout, "targets": lora_targets}
+        text_transformer = getattr(towers, "text", towers).transformer
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            add_lora(clip.visual.transformer, **lora)
-            add_lora(text_transformer, **lora)
+            for transformer in (towers.visual.transformer, text_transformer):
+                add_lora(
+                    transformer,
+                    r=lora_rank,
+                    alpha=lora_alpha,
+                    dropout=lora_dropout,
+                    targets=lora_targets,
+                )
             loralib.mark_only_lora_as_trainable(clip, bias="none")
-            embed_dim = int(clip.visual.output_dim)
+            embed_dim = int(towers.visual.output_dim)
             self.head = ProxyTokenHead(
                 self.vision.width,
                 self.text_tower.width,
@@ -142,7 +149,8 @@ class CMPTModel(nn.Module):
         self.num_classes = num_classes
         self.skip_absent = skip_absent
         if grad_checkpointing:
-            clip.set_grad_checkpointing(True)
+            towers.set_grad_checkpointing(True)
+        self.train()  # a new module trains by default; the frozen towers have no dropout
 
     @property
     def embed_dim(self) -> int:
@@ -165,7 +173,8 @@ class CMPTModel(nn.Module):
             raise ValueError(msg)
         for name, mask in (("image_present", image_present), ("text_present", text_present)):
             if mask.dtype != torch.bool or mask.shape != (batch,):
-                msg = f"{name} must be a bool tensor of shape [{batch}], got {mask.dtype} {tuple(mask.shape)}"
+                got = f"{mask.dtype} {tuple(mask.shape)}"
+                msg = f"{name} must be a bool tensor of shape [{batch}], got {got}"
                 raise ValueError(msg)
         neither = ~(image_present | text_present)
         if bool(neither.any()):

@@ -20,7 +20,7 @@ from enum import Enum
 
 import loralib
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["LoRAAttention", "LoRALinear", "LoRAMergedLinear", "LoRATargets", "add_lora"]
@@ -62,7 +62,7 @@ class LoRAMergedLinear(loralib.MergedLinear):
             in_features,
             out_features,
             r=r,
-            lora_alpha=alpha,  # type: ignore[arg-type]
+            lora_alpha=alpha,
             lora_dropout=dropout,
             enable_lora=enable_lora,
             merge_weights=False,
@@ -104,7 +104,7 @@ class LoRALinear(loralib.Linear):
             in_features,
             out_features,
             r=r,
-            lora_alpha=alpha,  # type: ignore[arg-type]
+            lora_alpha=alpha,
             lora_dropout=dropout,
             merge_weights=False,
         )
@@ -253,7 +253,9 @@ def add_lora(
             raise TypeError(msg)
         if isinstance(attn, LoRAAttention):
             continue
-        block.attn = LoRAAttention.from_mha(attn, r=r, alpha=alpha, dropout=dropout, targets=targets)
+        block.attn = LoRAAttention.from_mha(
+            attn, r=r, alpha=alpha, dropout=dropout, targets=targets
+        )
         if targets == LoRATargets.ALL and r > 0:
             for name in ("c_fc", "c_proj"):
                 linear = getattr(block.mlp, name)

@@ -9,6 +9,7 @@ layers) so that the real path is open_clip's code, not a copy of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
@@ -62,6 +63,7 @@ class VisionTower:
     """
 
     def __init__(self, visual: nn.Module) -> None:
+        self.visual: Any
         if not isinstance(visual, VisionTransformer):
             msg = (
                 f"CMPT needs open_clip's VisionTransformer image tower, got "
@@ -109,11 +111,11 @@ class VisionTower:
 
 @dataclass
 class _TextParts:
-    token_embedding: nn.Embedding
-    positional_embedding: nn.Parameter
-    transformer: nn.Module
-    ln_final: nn.Module
-    text_projection: nn.Module | nn.Parameter | None
+    token_embedding: Any
+    positional_embedding: Any
+    transformer: Any
+    ln_final: Any
+    text_projection: Any
     pool_type: str
     eos_id: int | None
 
@@ -129,8 +131,9 @@ class TextTower:
     """
 
     def __init__(self, clip: nn.Module) -> None:
-        self._clip = clip
-        text = getattr(clip, "text", None)
+        self._clip: Any = clip
+        owner: Any = clip
+        text: Any = getattr(clip, "text", None)
         if text is not None:
             if not isinstance(text, TextTransformer) or text.cls_emb is not None:
                 msg = (
@@ -149,12 +152,12 @@ class TextTower:
             )
         else:
             parts = _TextParts(
-                clip.token_embedding,
-                clip.positional_embedding,
-                clip.transformer,
-                clip.ln_final,
-                clip.text_projection,
-                clip.text_pool_type,
+                owner.token_embedding,
+                owner.positional_embedding,
+                owner.transformer,
+                owner.ln_final,
+                owner.text_projection,
+                owner.text_pool_type,
                 getattr(clip, "text_eos_id", None),
             )
         self._parts = parts
@@ -163,7 +166,8 @@ class TextTower:
     def attn_mask(self) -> torch.Tensor | None:
         """The tower's causal mask, read from the model each call so it follows ``.to()``."""
         owner = getattr(self._clip, "text", None) or self._clip
-        return owner.attn_mask
+        mask: torch.Tensor | None = owner.attn_mask
+        return mask
 
     @property
     def width(self) -> int:
@@ -195,7 +199,9 @@ class TextTower:
             return proj(x)
         return x @ proj
 
-    def __call__(self, text: torch.Tensor, proxy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, text: torch.Tensor, proxy: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode token ids ``text`` [B, L] with ``proxy`` [width] appended.
 
         Returns:

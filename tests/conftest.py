@@ -1,0 +1,27 @@
+"""Shared fixtures: offline hub, the tiny open_clip model, quiet logs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+from cmpt_lightning.models import build_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_tokenizer("cmpt-tiny")
+
+
+@pytest.fixture
+def batch(tokenizer):
+    """Four samples of the tiny model's input size, with texts of different lengths."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(4, 3, 32, 32, generator=gen)
+    texts = tokenizer(["a red square", "a much longer caption about a blue circle", "hi", "x y z"])
+    return images, texts

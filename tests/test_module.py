@@ -1,0 +1,157 @@
+import os
+
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+
+from cmpt_lightning import CMPTLoss, CMPTModule, MissingConfig, SyntheticDataModule
+from cmpt_lightning.models.cmpt import CMPTFeatures, CMPTOutput
+
+
+def _trainer(tmp_path, **kwargs):
+    defaults = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": tmp_path,
+    }
+    defaults.update(kwargs)
+    return Trainer(**defaults)
+
+
+def _data(**kwargs):
+    defaults = {"train_size": 64, "val_size": 32, "test_size": 40, "batch_size": 16}
+    defaults.update(kwargs)
+    return SyntheticDataModule(**defaults)
+
+
+def test_fit_changes_lora_and_not_frozen_weights(tmp_path):
+    seed_everything(0)
+    module = CMPTModule(num_classes=6)
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    data = _data(train_missing=MissingConfig(rate=0.5, type="both"))
+    trainer = _trainer(tmp_path, max_steps=6, val_check_interval=3, enable_checkpointing=False)
+    trainer.fit(module, datamodule=data)
+    assert trainer.global_step == 6
+    changed = {n for n, p in module.named_parameters() if not torch.equal(p, before[n])}
+    lora_b = {n for n in before if "lora_B" in n}
+    assert lora_b and lora_b <= changed, "every LoRA B must have moved from zero"
+    assert "model.head.text_proxy_token" in changed and "model.head.image_proxy_token" in changed
+    frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
+    assert frozen and not (frozen & changed)
+
+
+def test_checkpoint_round_trip_and_size(tmp_path):
+    seed_everything(0)
+    module = CMPTModule(num_classes=6)
+    data = _data()
+    trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=1)
+    trainer.fit(module, datamodule=data)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)  # loads without unpickling project classes
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert set(ckpt["state_dict"]) == trainable
+    bytes_trainable = sum(module.state_dict()[n].numel() * 4 for n in trainable)
+    assert os.path.getsize(path) < 3 * bytes_trainable + 200_000  # weights + Adam states
+
+    reloaded = CMPTModule.load_from_checkpoint(path).eval()
+    module.eval()
+    batch = next(iter(data.test_dataloader()))
+    batch = data.apply_missing(batch, "test")
+    with torch.no_grad():
+        assert torch.equal(module(batch).logits, reloaded(batch).logits)
+
+
+def test_checkpoint_of_vit_b16_is_small(tmp_path):
+    module = CMPTModule(num_classes=101, clip="ViT-B-16")
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    path = tmp_path / "weights.pt"
+    torch.save(checkpoint["state_dict"], path)
+    assert os.path.getsize(path) < 6_000_000  # the full model is ~600 MB
+
+
+def test_checkpoint_with_other_lora_settings_is_refused(tmp_path):
+    module = CMPTModule(num_classes=3, lora_rank=1)
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    other = CMPTModule(num_classes=3, lora_targets="all")
+    with pytest.raises(KeyError, match=r"lacks .* trainable weights"):
+        other.on_load_checkpoint(checkpoint)
+
+
+@pytest.mark.parametrize("task,num_classes", [("multilabel", 4), ("binary", 1)])
+def test_other_tasks_train_and_evaluate(tmp_path, task, num_classes):
+    module = CMPTModule(num_classes=num_classes, task=task)
+    data = _data()
+    trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=1, enable_checkpointing=False)
+
+    def to_task(batch, dataloader_idx=0):
+        batch = SyntheticDataModule.on_before_batch_transfer(data, batch, dataloader_idx)
+        if task == "binary":
+            batch["label"] = (batch["label"] % 2).long()
+        else:
+            batch["label"] = torch.nn.functional.one_hot(
+                batch["label"] % num_classes, num_classes
+            ).float()
+        return batch
+
+    data.on_before_batch_transfer = to_task
+    trainer.fit(module, datamodule=data)
+    metrics = trainer.test(module, datamodule=data, verbose=False)[0]
+    expected = {"multilabel": "test/f1_macro", "binary": "test/auroc"}[task]
+    assert expected in metrics and "test/score" in metrics
+
+
+def _output(complete):
+    n = len(complete)
+    feats = CMPTFeatures(
+        image=torch.randn(n, 4, requires_grad=True),
+        text=torch.randn(n, 4, requires_grad=True),
+        text_proxy=torch.randn(n, 4, requires_grad=True),
+        image_proxy=torch.randn(n, 4, requires_grad=True),
+        image_present=torch.tensor(complete),
+        text_present=torch.ones(n, dtype=torch.bool),
+    )
+    return CMPTOutput(logits=torch.randn(n, 3, requires_grad=True), features=feats)
+
+
+def test_loss_alignment_on_complete_samples_only():
+    out = _output([True, False, True])
+    loss = CMPTLoss("multiclass", align_weight=0.5)
+    parts = loss(out, torch.tensor([0, 1, 2]))
+    f = out.features
+    rows = torch.tensor([0, 2])
+    expected = ((f.text_proxy[rows] - f.text[rows]) ** 2).mean(-1) + (
+        (f.image_proxy[rows] - f.image[rows]) ** 2
+    ).mean(-1)
+    torch.testing.assert_close(parts.align, expected.mean())
+    torch.testing.assert_close(parts.total, parts.task + 0.5 * parts.align)
+    parts.total.backward()
+    assert f.text.grad is None or float(f.text.grad.abs().sum()) == 0.0  # target detached
+
+
+def test_loss_without_complete_samples_is_zero_but_differentiable():
+    out = _output([False, False])
+    parts = CMPTLoss("multiclass")(out, torch.tensor([0, 1]))
+    assert float(parts.align) == 0.0
+    parts.total.backward()
+
+
+def test_loss_cosine_and_undetached():
+    out = _output([True])
+    parts = CMPTLoss("multiclass", align_loss="cosine", detach_target=False)(out, torch.tensor([1]))
+    parts.total.backward()
+    assert out.features.text.grad is not None and float(out.features.text.grad.abs().sum()) > 0
+
+
+def test_bad_module_settings():
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        CMPTModule(num_classes=3, warmup_ratio=1.5)
+    with pytest.raises(ValueError, match="align_weight must be >= 0"):
+        CMPTModule(num_classes=3, align_weight=-1.0)
+    with pytest.raises(ValueError, match="binary task has 1 or 2 classes"):
+        CMPTModule(num_classes=5, task="binary")

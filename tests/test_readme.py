@@ -1,0 +1,39 @@
+import doctest
+import re
+from pathlib import Path
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_readme_example_runs(capsys):
+    block = re.search(
+        r"<!-- example:start -->\n```python\n(.*?)```\n<!-- example:end -->", README, re.S
+    )
+    assert block, "the README lost its tested example"
+    code = block.group(1)
+    assert len(code.strip().splitlines()) <= 16
+    exec(compile(code, "README.md", "exec"), {})
+    assert "accuracy with the text missing:" in capsys.readouterr().out
+
+
+def test_readme_doctests():
+    parser = doctest.DocTestParser()
+    test = parser.get_doctest(README, {}, "README", "README.md", 0)
+    assert test.examples
+    runner = doctest.DocTestRunner()
+    runner.run(test)
+    assert runner.failures == 0
+
+
+def test_readme_has_the_two_setup_commands_and_ci_runs_the_test_one():
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    install = 'pip install "torch==2.14.1" "torchvision==0.29.1" -e ".[dev]"'
+    assert install in README and "HF_HUB_OFFLINE=1 python -m pytest" in README
+    assert (
+        install.replace("pip", "python -m pip install -q", 1).replace(
+            "install -q install", "install -q"
+        )
+        in ci
+    )
+    assert "HF_HUB_OFFLINE=1 python -m pytest" in ci
+    assert "cmpt fit --config configs/demo.yaml" in README
