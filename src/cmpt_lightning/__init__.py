@@ -1,9 +1,13 @@
 """cmpt-lightning: Cross-Modal Proxy Tokens for image-text classification, modalities missing."""
 
 from .datamodules.base import CMPTDataModule
+from .datamodules.csv import MultimodalCSVDataModule
+from .datamodules.food101 import Food101DataModule
+from .datamodules.hateful_memes import HatefulMemesDataModule
+from .datamodules.mmimdb import MMIMDbDataModule
 from .datamodules.synthetic import SyntheticDataModule
 from .losses import AlignLoss, CMPTLoss, LossParts
-from .missing import MissingConfig, MissingType, missing_mask
+from .missing import MissingConfig, MissingPlan, MissingType, SweepConfig, missing_mask
 from .models.cmpt import CMPTFeatures, CMPTModel, CMPTOutput
 from .models.head import AvailabilityCase, Fusion, ProxyTokenHead
 from .models.lora import LoRATargets
@@ -19,12 +23,18 @@ __all__ = [
     "CMPTModel",
     "CMPTModule",
     "CMPTOutput",
+    "Food101DataModule",
     "Fusion",
+    "HatefulMemesDataModule",
     "LoRATargets",
     "LossParts",
+    "MMIMDbDataModule",
     "MissingConfig",
+    "MissingPlan",
     "MissingType",
+    "MultimodalCSVDataModule",
     "ProxyTokenHead",
+    "SweepConfig",
     "SyntheticDataModule",
     "Task",
     "missing_mask",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from .callbacks import PredictionWriter
 from .datamodules.base import CMPTDataModule
 from .module import CMPTModule
 from .tasks import Task
@@ -69,6 +71,7 @@ def trainer_defaults() -> dict[str, Any]:
     return {
         "callbacks": [
             RichProgressBar(leave=True),
+            PredictionWriter(),
             ModelCheckpoint(
                 monitor="val/score",
                 mode="max",
@@ -81,8 +84,17 @@ def trainer_defaults() -> dict[str, Any]:
 
 
 def main(args: ArgsType = None) -> None:
-    """Run ``cmpt fit|validate|test|predict`` (``args`` as a list, for calls from Python)."""
+    """Run ``cmpt fit|validate|test|predict`` or ``cmpt data check`` (``args``: for tests).
+
+    ``cmpt data check <family> --root DIR`` validates a downloaded dataset (see
+    :mod:`cmpt_lightning.datacheck`) and exits non-zero when it finds errors.
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+    if argv[:1] == ["data"]:
+        from .datacheck import main as data_main
+
+        raise SystemExit(data_main([str(a) for a in argv]))
     CMPTCLI(
         CMPTModule,
         CMPTDataModule,

@@ -17,13 +17,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from enum import Enum
+from fractions import Fraction
 
 import torch
 
-__all__ = ["MissingConfig", "MissingType", "exact_floor", "missing_mask", "ranking"]
+__all__ = [
+    "MissingConfig",
+    "MissingPlan",
+    "MissingType",
+    "SweepConfig",
+    "availability_counts",
+    "combine_availability",
+    "exact_floor",
+    "missing_mask",
+    "ranking",
+]
 
 
 class MissingType(str, Enum):
@@ -39,6 +50,17 @@ def exact_floor(n: int, fraction: float) -> int:
     """``floor(n * fraction)`` without float error (``exact_floor(100, 0.29) == 29``)."""
     product = Decimal(repr(float(fraction))) * n
     return int(product.to_integral_value(rounding=ROUND_FLOOR))
+
+
+def _loses_image(m: int, both_ratio: float) -> torch.Tensor:
+    """Bool [m]: whether the k-th missing sample loses its image under ``both``.
+
+    ``floor((k + 1) r) > floor(k r)``, in exact integer arithmetic on ``r = p / q`` as written.
+    """
+    ratio = Fraction(Decimal(repr(float(both_ratio))))
+    k = torch.arange(m + 1, dtype=torch.int64)
+    floors = (k * ratio.numerator) // ratio.denominator  # floor(k * r) for k = 0..m
+    return floors[1:] > floors[:-1]
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -82,6 +104,61 @@ def ranking(
     return sorted(range(len(keys)), key=lambda i: (digest(keys[i]), keys[i]))
 
 
+def _parse_type(missing_type: MissingType | str) -> MissingType:
+    try:
+        return MissingType(missing_type)
+    except ValueError:
+        options = ", ".join(t.value for t in MissingType)
+        msg = f"unknown missing type {missing_type!r}; choose one of: {options}"
+        raise ValueError(msg) from None
+
+
+class MissingPlan:
+    """One ranking of a split's samples, from which the masks of any (rate, type) follow.
+
+    Ranking is the only costly step (a hash per sample); every cell of a sweep over rates and
+    types reuses it, and :func:`missing_mask` is this plan used once.
+
+    Args:
+        ids: a sample count ``n`` or the samples' unique ids (int or str).
+        seed: the protocol seed.
+        epoch: a training epoch for per-epoch redraws; None for the fixed draw.
+    """
+
+    def __init__(
+        self, ids: int | Sequence[int | str], *, seed: int = 0, epoch: int | None = None
+    ) -> None:
+        self.ids = _as_ids(ids)
+        self.order = torch.tensor(ranking(self.ids, seed=seed, epoch=epoch), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def masks(
+        self, rate: float, missing_type: MissingType | str, *, both_ratio: float = 0.5
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image_present, text_present)`` at this rate and type, in the order of the ids."""
+        rate = _check_fraction("missing rate", rate)
+        both_ratio = _check_fraction("both_ratio", both_ratio)
+        kind = _parse_type(missing_type)
+        n = len(self.ids)
+        image_present = torch.ones(n, dtype=torch.bool)
+        text_present = torch.ones(n, dtype=torch.bool)
+        if kind is MissingType.NONE or n == 0:
+            return image_present, text_present
+        m = exact_floor(n, rate)
+        chosen = self.order[:m]
+        if kind is MissingType.TEXT:
+            text_present[chosen] = False
+        elif kind is MissingType.IMAGE:
+            image_present[chosen] = False
+        else:
+            loses_image = _loses_image(m, both_ratio)
+            image_present[chosen[loses_image]] = False
+            text_present[chosen[~loses_image]] = False
+        return image_present, text_present
+
+
 def missing_mask(
     ids: int | Sequence[int | str],
     rate: float,
@@ -111,31 +188,44 @@ def missing_mask(
     """
     rate = _check_fraction("missing rate", rate)
     both_ratio = _check_fraction("both_ratio", both_ratio)
-    try:
-        kind = MissingType(missing_type)
-    except ValueError:
-        options = ", ".join(t.value for t in MissingType)
-        msg = f"unknown missing type {missing_type!r}; choose one of: {options}"
-        raise ValueError(msg) from None
-    keys = _as_ids(ids)
-    n = len(keys)
-    image_present = torch.ones(n, dtype=torch.bool)
-    text_present = torch.ones(n, dtype=torch.bool)
-    if kind is MissingType.NONE or n == 0:
-        return image_present, text_present
-    m = exact_floor(n, rate)
-    order = ranking(keys, seed=seed, epoch=epoch)[:m]
-    if kind is MissingType.TEXT:
-        text_present[order] = False
-    elif kind is MissingType.IMAGE:
-        image_present[order] = False
-    else:
-        for k, pos in enumerate(order):
-            if exact_floor(k + 1, both_ratio) > exact_floor(k, both_ratio):
-                image_present[pos] = False
-            else:
-                text_present[pos] = False
-    return image_present, text_present
+    kind = _parse_type(missing_type)
+    plan = MissingPlan(ids, seed=seed, epoch=epoch)
+    return plan.masks(rate, kind, both_ratio=both_ratio)
+
+
+def combine_availability(
+    real_image: torch.Tensor,
+    real_text: torch.Tensor,
+    keep_image: torch.Tensor,
+    keep_text: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the model may use: the data's availability AND the protocol's masks.
+
+    The protocol never removes the last modality of a sample: a sample that really has only
+    one modality keeps it even where the protocol would drop it (such samples are returned in
+    ``spared`` so that they can be counted and reported, never silently).
+
+    Returns:
+        ``(image_present, text_present, spared)``, bool tensors of the inputs' shape.
+    """
+    image = real_image & keep_image
+    text = real_text & keep_text
+    spared = ~(image | text) & (real_image | real_text)
+    image = image | (spared & real_image)
+    text = text | (spared & real_text)
+    return image, text, spared
+
+
+def availability_counts(image_present: torch.Tensor, text_present: torch.Tensor) -> dict[str, int]:
+    """Number of samples per availability case (and with neither modality)."""
+    img, txt = image_present, text_present
+    return {
+        "complete": int((img & txt).sum()),
+        "image_only": int((img & ~txt).sum()),
+        "text_only": int((~img & txt).sum()),
+        "neither": int((~img & ~txt).sum()),
+        "total": int(img.numel()),
+    }
 
 
 @dataclass
@@ -160,12 +250,7 @@ class MissingConfig:
     def __post_init__(self) -> None:
         self.rate = _check_fraction("missing rate", self.rate)
         self.both_ratio = _check_fraction("both_ratio", self.both_ratio)
-        try:
-            self.type = MissingType(self.type).value
-        except ValueError:
-            options = ", ".join(t.value for t in MissingType)
-            msg = f"unknown missing type {self.type!r}; choose one of: {options}"
-            raise ValueError(msg) from None
+        self.type = _parse_type(self.type).value
 
     @property
     def missing_type(self) -> MissingType:
@@ -184,3 +269,37 @@ class MissingConfig:
             seed=self.seed,
             epoch=epoch if self.resample_each_epoch else None,
         )
+
+
+#: The sweep's default rates: 0, 0.1, ..., 1.0.
+DEFAULT_RATES = [round(0.1 * i, 1) for i in range(11)]
+
+
+@dataclass
+class SweepConfig:
+    """A grid of test-time (missing rate, missing type) cells, evaluated from one pass.
+
+    Attributes:
+        rates: missing rates to evaluate, each in [0, 1].
+        types: missing types to evaluate (``text``, ``image``, ``both``, ``none``).
+        both_ratio: with ``both``, the fraction of missing samples that lose the image; None
+            takes the data module's ``eval_missing.both_ratio``.
+        seed: the protocol seed; None takes the data module's ``eval_missing.seed``.
+    """
+
+    rates: list[float] = field(default_factory=lambda: list(DEFAULT_RATES))
+    types: list[str] = field(default_factory=lambda: ["text", "image", "both"])
+    both_ratio: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.rates:
+            msg = "sweep.rates is empty; give at least one missing rate, e.g. [0, 0.5, 1]"
+            raise ValueError(msg)
+        if not self.types:
+            msg = "sweep.types is empty; give at least one of text, image, both"
+            raise ValueError(msg)
+        self.rates = [_check_fraction("sweep rate", r) for r in self.rates]
+        self.types = [_parse_type(t).value for t in self.types]
+        if self.both_ratio is not None:
+            self.both_ratio = _check_fraction("sweep.both_ratio", self.both_ratio)

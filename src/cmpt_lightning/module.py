@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
+from .datamodules.base import CMPTDataModule
 from .losses import AlignLoss, CMPTLoss
 from .metrics import EvalCollector, availability_case, compute_metrics, train_metric
+from .missing import SweepConfig
 from .models.cmpt import CMPTModel, CMPTOutput
 from .models.head import Fusion
 from .models.lora import LoRATargets
+from .sweep.onepass import CASE_ORDER, evaluate_cells, select_case_logits, write_sweep
 from .tasks import Task
 
 __all__ = ["CMPTModule", "WarmupCosine"]
@@ -71,6 +76,9 @@ class CMPTModule(LightningModule):
         lr_scheduler: scheduler factory, called with the optimizer and stepped every step; null
             for linear warm-up over ``warmup_ratio`` of the steps then cosine decay.
         warmup_ratio: fraction of the training steps used for warm-up by the default schedule.
+        sweep: at test time, also evaluate every (missing rate, missing type) cell of this grid
+            from the same single pass, and write ``sweep.csv``, ``sweep.json`` and ``sweep.png``
+            to the run directory; each cell equals a test run configured with that cell.
     """
 
     def __init__(
@@ -95,12 +103,13 @@ class CMPTModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         warmup_ratio: float = 0.05,
+        sweep: SweepConfig | None = None,
     ) -> None:
         super().__init__()
         # plain strings in the hparams, so checkpoints load with torch.load(weights_only=True)
         task, lora_targets = Task(task).value, LoRATargets(lora_targets).value
         fusion, align_loss = Fusion(fusion).value, AlignLoss(align_loss).value
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "sweep"])
         self.task = Task(task)
         self.num_classes = num_classes
         self.model = CMPTModel(
@@ -132,6 +141,8 @@ class CMPTModule(LightningModule):
         self.warmup_ratio = warmup_ratio
         self.train_metric = train_metric(self.task, num_classes)
         self.collectors = {"val": EvalCollector(), "test": EvalCollector()}
+        self.sweep = sweep
+        self.sweep_results: list[dict[str, Any]] = []
 
     @property
     def monitor(self) -> str:
@@ -165,7 +176,12 @@ class CMPTModule(LightningModule):
         return logits.squeeze(-1) if self.task is Task.BINARY else logits
 
     def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
-        output = self(batch)
+        sweeping = stage == "test" and self.sweep is not None
+        extra: dict[str, torch.Tensor] = {}
+        if sweeping:
+            output, extra = self._sweep_forward(batch)
+        else:
+            output = self(batch)
         parts = self.loss(output, batch["label"])
         size = batch["label"].shape[0]
         self.log(f"{stage}/loss", parts.total, batch_size=size, sync_dist=True)
@@ -175,7 +191,26 @@ class CMPTModule(LightningModule):
             label=batch["label"],
             image_present=batch["image_present"],
             text_present=batch["text_present"],
+            **extra,
         )
+
+    def _sweep_forward(self, batch: dict[str, Any]) -> tuple[CMPTOutput, dict[str, torch.Tensor]]:
+        """Encode with every available modality; the configured cell's logits are a selection."""
+        image_available = batch.get("image_available", batch["image_present"])
+        text_available = batch.get("text_available", batch["text_present"])
+        features = self.model.encode(batch["image"], batch["text"], image_available, text_available)
+        cases = self.model.case_logits(features)
+        case_logits = torch.stack([cases[c] for c in CASE_ORDER], dim=1)  # shape = [B, 3, C]
+        logits = select_case_logits(case_logits, batch["image_present"], batch["text_present"])
+        seen = replace(
+            features, image_present=batch["image_present"], text_present=batch["text_present"]
+        )
+        extra = {
+            "case_logits": case_logits.float(),
+            "image_available": image_available,
+            "text_available": text_available,
+        }
+        return CMPTOutput(logits=logits, features=seen), extra
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Evaluate a validation batch (metrics are computed at the epoch's end)."""
@@ -186,11 +221,16 @@ class CMPTModule(LightningModule):
         self._eval_step("test", batch)
 
     def evaluation_metrics(self, stage: str) -> dict[str, float]:
-        """Exact metrics of the epoch's collected samples, overall and per availability case."""
+        """Exact metrics of the epoch's collected samples, overall and per availability case.
+
+        With a :attr:`sweep` at test time, also evaluates and writes the sweep's cells.
+        """
         data = self.collectors[stage].compute(self.all_gather, self.trainer.world_size)
         self.collectors[stage].reset()
         if not data:
             return {}
+        if stage == "test" and self.sweep is not None:
+            self._run_sweep(data)
         overall = compute_metrics(self.task, data["logits"], data["label"], self.num_classes)
         metrics = {f"{stage}/{k}": v for k, v in overall.items()}
         metrics[f"{stage}/score"] = overall[self.task.main_metric]  # task-agnostic monitor
@@ -202,6 +242,40 @@ class CMPTModule(LightningModule):
                 metrics.update({f"{stage}/{k}_{case.value}": v for k, v in values.items()})
             metrics[f"{stage}/count_{case.value}"] = float(rows.sum())
         return metrics
+
+    def _run_sweep(self, data: dict[str, torch.Tensor]) -> None:
+        assert self.sweep is not None  # checked by the caller
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not isinstance(datamodule, CMPTDataModule):
+            msg = (
+                "the one-pass sweep needs a cmpt_lightning data module (it ranks the test split's "
+                f"sample ids with the protocol), got {type(datamodule).__name__}"
+            )
+            raise TypeError(msg)
+        seed = datamodule.eval_missing.seed if self.sweep.seed is None else self.sweep.seed
+        both_ratio = self.sweep.both_ratio
+        if both_ratio is None:
+            both_ratio = datamodule.eval_missing.both_ratio
+        self.sweep_results = evaluate_cells(
+            self.task,
+            self.num_classes,
+            data["case_logits"],
+            data["label"],
+            data["index"],
+            data["image_available"].bool(),
+            data["text_available"].bool(),
+            datamodule.plan("test", seed),
+            self.sweep.rates,
+            self.sweep.types,
+            both_ratio,
+        )
+        directory = self.trainer.log_dir or self.trainer.default_root_dir  # a collective: all ranks
+        if self.trainer.is_global_zero:
+            settings = {"seed": seed, "both_ratio": both_ratio, "samples": len(data["index"])}
+            paths = write_sweep(
+                self.sweep_results, directory, main_metric=self.task.main_metric, settings=settings
+            )
+            rank_zero_info(f"sweep written to {', '.join(str(p) for p in paths.values())}")
 
     def _log_eval(self, stage: str) -> None:
         metrics = self.evaluation_metrics(stage)

@@ -6,22 +6,20 @@ The model's preprocessing, the loaders, and the simulated missing modalities of 
 
 from __future__ import annotations
 
-import logging
 from abc import abstractmethod
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from ..datasets.base import MultimodalDataset, Sample
-from ..missing import MissingConfig
+from ..missing import MissingConfig, MissingPlan, availability_counts, combine_availability
 from ..models.clip import build_image_transform, build_tokenizer
 from ..tasks import Task
 
 __all__ = ["CMPTDataModule"]
-
-log = logging.getLogger(__name__)
 
 _SPLITS = ("train", "val", "test", "predict")
 
@@ -78,7 +76,9 @@ class CMPTDataModule(LightningDataModule):
         self.augment = augment
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.datasets: dict[str, MultimodalDataset] = {}
-        self._masks: dict[tuple[str, int | None], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._plans: dict[tuple[str, int, int | None], MissingPlan] = {}
+        #: The realised availability counts of each split, logged once at setup.
+        self.counts: dict[str, dict[str, int]] = {}
 
     # --- what a family provides -------------------------------------------------------------
     @property
@@ -130,31 +130,42 @@ class CMPTDataModule(LightningDataModule):
             return None
         return self.train_missing if split == "train" else self.eval_missing
 
+    def plan(self, split: str, seed: int, epoch: int | None = None) -> MissingPlan:
+        """The protocol's ranking of the samples of ``split`` (cached per seed and epoch)."""
+        key = (split, seed, epoch)
+        if key not in self._plans:
+            self._plans[key] = MissingPlan(list(self.datasets[split].ids), seed=seed, epoch=epoch)
+        return self._plans[key]
+
     def masks(self, split: str, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Protocol masks (image kept, text kept) over the samples of ``split``, in order."""
         config = self.missing_config(split)
-        dataset = self.datasets[split]
         if config is None:
-            ones = torch.ones(len(dataset), dtype=torch.bool)
+            ones = torch.ones(len(self.datasets[split]), dtype=torch.bool)
             return ones, ones.clone()
-        key = (split, epoch if config.resample_each_epoch else None)
-        if key not in self._masks:
-            self._masks[key] = config.masks(list(dataset.ids), epoch=epoch)
-        return self._masks[key]
+        plan = self.plan(split, config.seed, epoch if config.resample_each_epoch else None)
+        return plan.masks(config.rate, config.type, both_ratio=config.both_ratio)
+
+    def availability(self, split: str, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the model sees of each sample of ``split``: (image present, text present).
+
+        The data's own availability AND the protocol's masks, except that the protocol never
+        takes the last modality of a sample that has only one (see
+        :func:`~cmpt_lightning.missing.combine_availability`).
+        """
+        keep_img, keep_txt = self.masks(split, epoch)
+        real_img, real_txt = self.real_availability(split)
+        img, txt, _ = combine_availability(real_img, real_txt, keep_img, keep_txt)
+        return img, txt
 
     def availability_counts(self, split: str, epoch: int = 0) -> dict[str, int]:
-        """How many samples of ``split`` are complete, image-only, text-only, or have neither."""
-        dataset = self.datasets[split]
-        img, txt = self.masks(split, epoch)
-        img_real, txt_real = self.real_availability(split)
-        img, txt = img & img_real, txt & txt_real
-        return {
-            "complete": int((img & txt).sum()),
-            "image_only": int((img & ~txt).sum()),
-            "text_only": int((~img & txt).sum()),
-            "neither": int((~img & ~txt).sum()),
-            "total": len(dataset),
-        }
+        """Samples of ``split`` per availability case, and how many the protocol spared."""
+        keep_img, keep_txt = self.masks(split, epoch)
+        real_img, real_txt = self.real_availability(split)
+        img, txt, spared = combine_availability(real_img, real_txt, keep_img, keep_txt)
+        counts = availability_counts(img, txt)
+        counts["spared"] = int(spared.sum())
+        return counts
 
     def real_availability(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Which samples of ``split`` have an image and a text in the data itself."""
@@ -163,19 +174,30 @@ class CMPTDataModule(LightningDataModule):
 
     def _log_counts(self, split: str) -> None:
         counts = self.availability_counts(split)
+        self.counts[split] = counts
         config = self.missing_config(split)
-        setting = "none" if config is None else f"rate={config.rate} type={config.type}"
-        log.info("%s split (%s): %s", split, setting, counts)
+        setting = (
+            "real missingness only"
+            if config is None
+            else f"rate={config.rate}, type={config.type}, seed={config.seed}"
+        )
+        rank_zero_info(f"{split} split ({setting}): {counts}")
 
     def apply_missing(self, batch: Sample, split: str, epoch: int = 0) -> Sample:
-        """Add the protocol's simulated missingness of ``split`` to a collated batch."""
-        img_keep, txt_keep = self.masks(split, epoch)
+        """Add the protocol's simulated missingness of ``split`` to a collated batch.
+
+        ``image_present`` / ``text_present`` become what the model may use; the data's own
+        availability is kept in ``image_available`` / ``text_available``.
+        """
+        keep_img, keep_txt = self.masks(split, epoch)
         index = batch["index"].cpu()
-        batch["image_available"] = batch["image_present"]
-        batch["text_available"] = batch["text_present"]
-        device = batch["image_present"].device
-        batch["image_present"] = batch["image_present"] & img_keep[index].to(device)
-        batch["text_present"] = batch["text_present"] & txt_keep[index].to(device)
+        real_img, real_txt = batch["image_present"], batch["text_present"]
+        device = real_img.device
+        img, txt, _ = combine_availability(
+            real_img, real_txt, keep_img[index].to(device), keep_txt[index].to(device)
+        )
+        batch["image_available"], batch["text_available"] = real_img, real_txt
+        batch["image_present"], batch["text_present"] = img, txt
         return batch
 
     def _current_split(self) -> str | None:

@@ -1,0 +1,268 @@
+"""Your own image-text data from a CSV, TSV, JSONL or JSON table.
+
+The columns are described in :mod:`cmpt_lightning.datasets.csv`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..datasets.checks import BadSample, ImageCheck, OnBadSample, parse_choice, screen
+from ..datasets.csv import Columns, MultimodalCSVDataset, infer_classes, table_labels, table_splits
+from ..datasets.records import stratified_split
+from ..missing import MissingConfig
+from ..tasks import Task
+from .base import CMPTDataModule
+
+__all__ = ["MultimodalCSVDataModule"]
+
+log = logging.getLogger(__name__)
+
+#: A split's rows: the table file and the split-column values to keep (None: every row).
+Source = tuple[str, list[str] | None]
+
+
+class MultimodalCSVDataModule(CMPTDataModule):
+    """Image-text classification from your own table, with real missing modalities.
+
+    Give one ``data_file`` with a split column, or ``train_file`` (and ``val_file`` /
+    ``test_file``). Without validation rows, a seeded, class-stratified ``val_fraction`` of
+    the training rows is held out. Rows without an image or a text keep that modality absent
+    (real missingness, counted at setup); the simulated missingness of ``train_missing`` /
+    ``eval_missing`` is added on top, and never removes a sample's only modality (such samples
+    are counted as ``spared``). ``predict``
+    reads ``predict_file`` (no label column needed), else the test split; its rows with
+    neither an image nor a text are left out and listed in :attr:`without_inputs`.
+
+    Args:
+        root: the folder the tables and the image paths are relative to.
+        data_file: one table holding every split, told apart by ``split_column``; without that
+            column every row is training data.
+        train_file: the training table (instead of ``data_file``).
+        val_file: the validation table (default: carved from the training rows).
+        test_file: the test table.
+        predict_file: a table to predict, labels not needed.
+        task: ``multiclass``, ``multilabel`` or ``binary``.
+        classes: class names in label order; default: the sorted names of the training labels
+            (``0..max`` for integer labels). For binary names the second is the positive class.
+        image_column: the column of image paths (relative to ``root``; empty: no image).
+        text_column: the column of texts (empty: no text).
+        label_column: the column of labels: a class name, an integer, or for multilabel a
+            list (``["a", "b"]`` or ``a|b`` in a CSV cell, a list in JSONL).
+        id_column: the column of sample ids; without it a row's position in its file is its id.
+        split_column: the column of ``train`` / ``val`` / ``test`` in ``data_file``.
+        label_separator: separator of several labels in one CSV cell (multilabel).
+        val_fraction: share of each class of the training rows held out for validation when
+            the data has no validation rows.
+        split_seed: seed of that hold-out; a pure function of (seed, ids).
+        image_check: how images are checked at setup: ``none``, ``exists``, ``verify`` (header
+            and structure, the default: seconds for 100k images) or ``decode`` (pixels, about a
+            minute per 100k images on 2 cores).
+        check_threads: threads of the image check (null: Python's default, cpus + 4, at most 32).
+        on_bad_sample: ``error`` (fail at setup, listing the offending files) or ``skip``
+            (leave them out, count them and log the count).
+        clip_model: see :class:`CMPTDataModule`.
+        pretrained: see :class:`CMPTDataModule`.
+        batch_size: see :class:`CMPTDataModule`.
+        num_workers: see :class:`CMPTDataModule`.
+        train_missing: see :class:`CMPTDataModule`.
+        eval_missing: see :class:`CMPTDataModule`.
+        augment: see :class:`CMPTDataModule`.
+        pin_memory: see :class:`CMPTDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        data_file: str | None = None,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        task: Task | str = "multiclass",
+        classes: list[str] | None = None,
+        image_column: str = "image",
+        text_column: str = "text",
+        label_column: str = "label",
+        id_column: str = "id",
+        split_column: str = "split",
+        label_separator: str = "|",
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        image_check: ImageCheck | str = "verify",
+        check_threads: int | None = None,
+        on_bad_sample: OnBadSample | str = "error",
+        clip_model: str = "cmpt-tiny",
+        pretrained: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        train_missing: MissingConfig | None = None,
+        eval_missing: MissingConfig | None = None,
+        augment: bool = False,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__(
+            clip_model=clip_model,
+            pretrained=pretrained,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            train_missing=train_missing,
+            eval_missing=eval_missing,
+            augment=augment,
+            pin_memory=pin_memory,
+        )
+        if data_file is not None and train_file is not None:
+            msg = f"give data_file or train_file, not both (got {data_file!r} and {train_file!r})"
+            raise ValueError(msg)
+        if data_file is None and train_file is None and predict_file is None:
+            msg = (
+                "no data: give data_file (with a split column), or train_file (and val_file, "
+                "test_file), or predict_file"
+            )
+            raise ValueError(msg)
+        if not 0.0 <= val_fraction < 1.0:
+            msg = f"val_fraction must be in [0, 1), got {val_fraction!r}"
+            raise ValueError(msg)
+        self.root = Path(root).expanduser()
+        self.files = {"data": data_file, "train": train_file, "val": val_file, "test": test_file}
+        self.predict_file = predict_file
+        self.task = parse_choice(Task, task, "task")
+        self._classes = list(classes) if classes is not None else None
+        self.columns = Columns(image_column, text_column, label_column, id_column, split_column)
+        self.label_separator = label_separator
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.image_check = parse_choice(ImageCheck, image_check, "image_check")
+        self.check_threads = check_threads
+        self.on_bad_sample = parse_choice(OnBadSample, on_bad_sample, "on_bad_sample")
+        self.bad_samples: dict[str, list[BadSample]] = {}
+        #: Ids of prediction rows with neither an image nor a text, left out (not guessed).
+        self.without_inputs: list[str] = []
+        self._present: set[str] | None = None
+
+    # --- classes ------------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order (inferred from the training labels on first use)."""
+        if self._classes is None:
+            source = self.source("train")
+            if source is None:
+                msg = (
+                    "no training data to infer the classes from: pass classes (the class "
+                    "names the model was trained with, in order)"
+                )
+                raise ValueError(msg)
+            labels = table_labels(self.root, source[0], self.columns, source[1])
+            self._classes = infer_classes(labels, self.task, self.label_separator)
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order."""
+        return list(self.classes)
+
+    # --- splits -------------------------------------------------------------------------------
+    def source(self, split: str) -> Source | None:
+        """Where the rows of ``split`` (train, val or test) come from; None if the data has none."""
+        data_file = self.files["data"]
+        if data_file is None:
+            file = self.files[split]
+            return None if file is None else (file, None)
+        if self._present is None:
+            self._present = table_splits(self.root, data_file, self.columns) or {"*"}
+        if "*" in self._present:  # no split column: every row is training data
+            return (data_file, None) if split == "train" else None
+        return (data_file, [split]) if split in self._present else None
+
+    def _read(self, source: Source, split: str, labelled: bool = True) -> MultimodalCSVDataset:
+        return MultimodalCSVDataset(
+            self.root,
+            source[0],
+            self.image_transform(train=split == "train"),
+            self.tokenizer(),
+            self.image_size(),
+            classes=self.classes,
+            task=self.task,
+            columns=self.columns,
+            splits=source[1],
+            labelled=labelled,
+            label_separator=self.label_separator,
+        )
+
+    def _carve(self, split: str) -> MultimodalCSVDataset:
+        train = self.source("train")
+        if train is None:
+            msg = "no training rows: give train_file, or data_file with train rows"
+            raise ValueError(msg)
+        if split == "val" and self.val_fraction == 0.0:
+            msg = (
+                "no validation rows and val_fraction is 0: give val_file, val rows in the "
+                "split column, or val_fraction > 0"
+            )
+            raise ValueError(msg)
+        pool = self._read(train, split)
+        multilabel = self.task is Task.MULTILABEL
+        groups = [0 if multilabel or r.label is None else r.label for r in pool.records]
+        kept, held = stratified_split(pool.ids, groups, self.val_fraction, self.split_seed)
+        return pool.select(kept if split == "train" else held)
+
+    def build_split(self, split: str) -> MultimodalCSVDataset:
+        """The dataset of ``split``, checked (see ``on_bad_sample``)."""
+        if split == "predict":
+            dataset = self._predict_dataset()
+        elif split in ("train", "val") and self.source("val") is None:
+            dataset = self._carve(split)
+        else:
+            source = self.source(split)
+            if source is None:
+                msg = (
+                    f"the data has no {split} split: give {split}_file, or {split} rows in "
+                    f"the split column {self.columns.split!r} of data_file"
+                )
+                raise ValueError(msg)
+            dataset = self._read(source, split)
+        dataset, self.bad_samples[split] = screen(
+            dataset,
+            split=split,
+            on_bad_sample=self.on_bad_sample,
+            image_check=self.image_check,
+            threads=self.check_threads,
+        )
+        return dataset
+
+    def _predict_dataset(self) -> MultimodalCSVDataset:
+        if self.predict_file is not None:
+            source: Source | None = (self.predict_file, None)
+        else:
+            source = self.source("test")
+        if source is None:
+            msg = "nothing to predict: give predict_file (labels not needed), or a test split"
+            raise ValueError(msg)
+        dataset = self._read(source, "predict", labelled=False)
+        records = dataset.records
+        empty = [i for i, r in enumerate(records) if r.image is None and not (r.text or "").strip()]
+        if empty:
+            self.without_inputs = [dataset.ids[i] for i in empty]
+            log.warning(
+                "predict: %d row(s) have neither an image nor a text and are not predicted: %s",
+                len(empty),
+                self.without_inputs[:20],
+            )
+            dataset = dataset.select(sorted(set(range(len(dataset))) - set(empty)))
+        return dataset
+
+    # --- real missingness ----------------------------------------------------------------------
+    def real_availability(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which rows of ``split`` have an image and a text in the table."""
+        dataset = self.datasets[split]
+        if isinstance(dataset, MultimodalCSVDataset):
+            return dataset.availability()
+        return super().real_availability(split)

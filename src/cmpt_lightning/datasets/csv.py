@@ -1,0 +1,402 @@
+"""Your own data: a CSV, TSV, JSONL or JSON table of image paths, texts and labels.
+
+One row per sample. Columns (names configurable, see :class:`Columns`):
+
+- ``image``: image path relative to the root (or absolute); empty: the sample has no image;
+- ``text``: the text; empty: the sample has no text;
+- ``label``: a class name, an integer class index, or for multi-label tasks a list (a JSON list
+  ``["a", "b"]`` in a CSV cell or a real list in JSONL, or names joined by ``|``);
+- ``id`` (optional): a stable sample id; without the column, the row's position in the file
+  (``"0"`` for the first data row) is the id;
+- ``split`` (optional): ``train``, ``val`` or ``test`` (also ``valid``, ``validation``,
+  ``dev``, ``training``, ``testing``).
+
+A row without an image or a text is real missingness and is kept as such; a row with neither,
+an image path that does not open, or an unknown label is a bad sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ..tasks import Task
+from .errors import DatasetNotFoundError
+from .records import Record, RecordDataset
+
+__all__ = [
+    "LAYOUT",
+    "SPLIT_NAMES",
+    "Columns",
+    "MultimodalCSVDataset",
+    "infer_classes",
+    "label_tokens",
+    "read_records",
+    "read_table",
+    "resolve_path",
+    "table_labels",
+    "table_splits",
+]
+
+NAME = "your data"
+
+LAYOUT = """\
+<root>/<file>.csv (or .tsv, .jsonl, .json) with the columns
+  id (optional), image (path relative to <root>; empty: no image), text (empty: no text),
+  label (class name, integer, or a list for multilabel: ["a", "b"] or a|b), split (optional)
+  either one data_file with a split column, or train_file / val_file / test_file;
+  predict_file needs no label column
+<root>/<the paths of the image column>"""
+
+#: Accepted spellings of each split in a split column.
+SPLIT_NAMES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+}  # fmt: skip
+
+_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The names of the table's columns (keys, in JSONL).
+
+    Attributes:
+        image: image path column.
+        text: text column.
+        label: label column.
+        id: sample id column (optional in the file).
+        split: split column (optional in the file).
+    """
+
+    image: str = "image"
+    text: str = "text"
+    label: str = "label"
+    id: str = "id"
+    split: str = "split"
+
+
+#: One row: its 1-based line number in the file, and its cells (None: not a JSON object).
+Row = tuple[int, dict[str, Any] | None]
+
+
+def resolve_path(root: str | Path, file: str | Path) -> Path:
+    """``file`` relative to ``root`` (unless absolute); raises if it does not exist."""
+    path = Path(file).expanduser()
+    path = path if path.is_absolute() else Path(root) / path
+    if not Path(root).exists():
+        raise DatasetNotFoundError(NAME, root, root, LAYOUT)
+    if not path.is_file():
+        raise DatasetNotFoundError(NAME, root, path, LAYOUT)
+    if path.suffix.lower() not in _SUFFIXES:
+        msg = f"{str(path)!r}: unknown table format {path.suffix!r}; use one of {list(_SUFFIXES)}"
+        raise ValueError(msg)
+    return path
+
+
+def read_table(path: Path) -> tuple[list[str], list[Row]]:
+    """The column names and rows of a ``.csv``, ``.tsv``, ``.jsonl`` or ``.json`` table."""
+    suffix = path.suffix.lower()
+    rows: list[Row] = []
+    if suffix in (".csv", ".tsv"):
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            reader = csv.DictReader(file, delimiter="\t" if suffix == ".tsv" else ",")
+            for row in reader:
+                if any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                    rows.append((reader.line_num, dict(row)))
+            return list(reader.fieldnames or []), rows
+    if suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, list):
+            msg = f"{str(path)!r} must hold a JSON list of objects, got {type(data).__name__}"
+            raise ValueError(msg)
+        rows = [(i + 1, obj if isinstance(obj, dict) else None) for i, obj in enumerate(data)]
+    else:
+        with path.open(encoding="utf-8-sig") as file:
+            for number, line in enumerate(file, start=1):
+                if line.strip():
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError:
+                        obj = None
+                    rows.append((number, obj if isinstance(obj, dict) else None))
+    columns = list(dict.fromkeys(key for _, obj in rows if obj is not None for key in obj))
+    return columns, rows
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _int_like(token: Any) -> bool:
+    if isinstance(token, bool):
+        return False
+    if isinstance(token, int):
+        return token >= 0
+    if isinstance(token, float):
+        return token.is_integer() and token >= 0
+    return isinstance(token, str) and token.strip().isdigit()
+
+
+def label_tokens(value: Any, task: Task, separator: str) -> list[Any] | None:
+    """The class tokens of a label cell (None if the cell is empty)."""
+    if _blank(value):
+        return None
+    if task is not Task.MULTILABEL:
+        return [value]
+    if isinstance(value, list):
+        return value
+    text = str(value).strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list):
+            return parsed
+    return [t.strip() for t in text.split(separator) if t.strip()] if separator else [text]
+
+
+def _key(token: Any) -> str:
+    if isinstance(token, float) and token.is_integer():
+        token = int(token)
+    return str(token).strip()
+
+
+def infer_classes(labels: Iterable[Any], task: Task | str, separator: str = "|") -> list[str]:
+    """Class names from the label cells of the training rows.
+
+    Integer labels give ``["0", "1", ..., str(max)]``; names give their sorted set (for a
+    binary task the second name is the positive class: pass ``classes`` to choose).
+    """
+    task = Task(task)
+    tokens = [t for value in labels for t in (label_tokens(value, task, separator) or [])]
+    if not tokens:
+        msg = "no labels found in the training rows; check label_column, or pass classes"
+        raise ValueError(msg)
+    if all(_int_like(t) for t in tokens):
+        top = max(int(_key(t)) for t in tokens)
+        if task is Task.BINARY and top > 1:
+            msg = f"binary labels must be 0 or 1, found {top}; use task: multiclass"
+            raise ValueError(msg)
+        classes = [str(i) for i in range(max(top + 1, 2 if task is not Task.MULTILABEL else 1))]
+    else:
+        classes = sorted({_key(t) for t in tokens})
+    if task is Task.BINARY and len(classes) != 2:
+        msg = f"a binary task needs 2 classes, found {len(classes)}: {classes[:10]}"
+        raise ValueError(msg)
+    if task is Task.MULTICLASS and len(classes) < 2:
+        msg = f"a multiclass task needs at least 2 classes, found {classes}"
+        raise ValueError(msg)
+    return classes
+
+
+def _label(
+    value: Any, index: dict[str, int], task: Task, separator: str
+) -> tuple[int | tuple[int, ...] | None, list[str]]:
+    tokens = label_tokens(value, task, separator)
+    if tokens is None:
+        return None, ["missing label"]
+    found, unknown = [], []
+    for token in tokens:
+        key = _key(token)
+        if key in index:
+            found.append(index[key])
+        elif _int_like(token) and int(key) < len(index):
+            found.append(int(key))
+        else:
+            unknown.append(token)
+    if unknown:
+        return None, [f"unknown label {u!r} (classes: {list(index)[:10]})" for u in unknown]
+    if task is Task.MULTILABEL:
+        return tuple(sorted(set(found))), []
+    return found[0], []
+
+
+def read_records(
+    root: str | Path,
+    file: str | Path,
+    *,
+    classes: Sequence[str],
+    task: Task | str = Task.MULTICLASS,
+    columns: Columns | None = None,
+    splits: Sequence[str] | None = None,
+    labelled: bool = True,
+    label_separator: str = "|",
+) -> list[Record]:
+    """Parse a table into records.
+
+    Args:
+        root: the folder image paths are relative to.
+        file: the table, relative to ``root`` or absolute.
+        classes: the class names in label order.
+        task: ``multiclass``, ``multilabel`` or ``binary``.
+        columns: the column names.
+        splits: keep only the rows whose split column is one of these (``train``, ``val``,
+            ``test``); None keeps every row.
+        labelled: read the label column (False: targets are -1, the column may be absent).
+        label_separator: separator of several labels in one CSV cell (multilabel).
+
+    Raises:
+        DatasetNotFoundError: if the root or the file is missing.
+        ValueError: if a needed column is missing, or a split value is unknown.
+    """
+    task, columns = Task(task), columns or Columns()
+    path = resolve_path(root, file)
+    names, rows = read_table(path)
+    if columns.image not in names and columns.text not in names:
+        msg = (
+            f"{str(path)!r} has neither the image column {columns.image!r} nor the text column "
+            f"{columns.text!r}; its columns are {names}"
+        )
+        raise ValueError(msg)
+    if labelled and columns.label not in names:
+        msg = (
+            f"{str(path)!r} has no label column {columns.label!r} (columns: {names}); set "
+            "label_column, or give unlabelled data as predict_file"
+        )
+        raise ValueError(msg)
+    if splits is not None:
+        rows = _rows_of_splits(path, names, rows, columns, splits)
+    index = {name: i for i, name in enumerate(classes)}
+    has_id = columns.id in names
+    records = []
+    for position, (number, row) in enumerate(rows):
+        source = f"{path}:{number}"
+        if row is None:
+            records.append(Record(str(position), None, None, None, source, ("not a JSON object",)))
+            continue
+        problems: list[str] = []
+        key = str(position)
+        if has_id:
+            if _blank(row.get(columns.id)):
+                problems.append(f"empty {columns.id!r}")
+            else:
+                key = _key(row[columns.id])
+        cell = row.get(columns.image)
+        image = None if _blank(cell) else Path(root) / str(cell).strip()
+        text = None if _blank(row.get(columns.text)) else str(row[columns.text])
+        label = None
+        if labelled:
+            label, label_problems = _label(row.get(columns.label), index, task, label_separator)
+            problems += label_problems
+        records.append(Record(key, image, text, label, source, tuple(problems)))
+    return records
+
+
+def _rows_of_splits(
+    path: Path, names: list[str], rows: list[Row], columns: Columns, splits: Sequence[str]
+) -> list[Row]:
+    if columns.split not in names:
+        msg = (
+            f"{str(path)!r} has no split column {columns.split!r} (columns: {names}); set "
+            "split_column, or give train_file / val_file / test_file"
+        )
+        raise ValueError(msg)
+    kept, unknown = [], set()
+    for number, row in rows:
+        value = "" if row is None else str(row.get(columns.split) or "").strip().lower()
+        split = SPLIT_NAMES.get(value)
+        if split is None:
+            unknown.add(value)
+        elif split in splits:
+            kept.append((number, row))
+    if unknown:
+        msg = (
+            f"{str(path)!r}: unknown values {sorted(unknown)} in the split column "
+            f"{columns.split!r}; use train, val or test"
+        )
+        raise ValueError(msg)
+    return kept
+
+
+def table_splits(
+    root: str | Path, file: str | Path, columns: Columns | None = None
+) -> set[str] | None:
+    """The splits present in a table's split column (None if it has no split column)."""
+    columns = columns or Columns()
+    names, rows = read_table(resolve_path(root, file))
+    if columns.split not in names:
+        return None
+    values = {str(row.get(columns.split) or "").strip().lower() for _, row in rows if row}
+    return {SPLIT_NAMES[v] for v in values if v in SPLIT_NAMES}
+
+
+def table_labels(
+    root: str | Path,
+    file: str | Path,
+    columns: Columns | None = None,
+    splits: Sequence[str] | None = None,
+) -> list[Any]:
+    """The label cells of a table's rows (of ``splits`` only, if given)."""
+    columns = columns or Columns()
+    path = resolve_path(root, file)
+    names, rows = read_table(path)
+    if columns.label not in names:
+        msg = f"{str(path)!r} has no label column {columns.label!r} ({names}); set label_column"
+        raise ValueError(msg)
+    if splits is not None:
+        rows = _rows_of_splits(path, names, rows, columns, splits)
+    return [row.get(columns.label) for _, row in rows if row is not None]
+
+
+class MultimodalCSVDataset(RecordDataset):
+    """Rows of a CSV / TSV / JSONL / JSON table as samples (see the module docstring).
+
+    Args:
+        root: the folder image paths are relative to.
+        file: the table, relative to ``root`` or absolute.
+        image_transform: PIL image -> float tensor [3, H, W].
+        tokenizer: list of strings -> int tensor [B, L].
+        image_size: (H, W) of the transform's output.
+        classes: the class names in label order.
+        task: ``multiclass``, ``multilabel`` or ``binary``.
+        columns: the column names.
+        splits: keep only the rows of these splits (None: every row).
+        labelled: read labels (False for prediction data: targets are -1).
+        label_separator: separator of several labels in one CSV cell (multilabel).
+    """
+
+    family = "csv"
+    requires_image = False  # a row without an image is real missingness
+    requires_text = False  # and so is a row without a text
+
+    def __init__(
+        self,
+        root: str | Path,
+        file: str | Path,
+        image_transform: Callable[[Image.Image], torch.Tensor],
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        image_size: tuple[int, int],
+        *,
+        classes: Sequence[str],
+        task: Task | str = Task.MULTICLASS,
+        columns: Columns | None = None,
+        splits: Sequence[str] | None = None,
+        labelled: bool = True,
+        label_separator: str = "|",
+    ) -> None:
+        self.root = Path(root)
+        self.classes = list(classes)
+        self.task = Task(task)
+        records = read_records(
+            root,
+            file,
+            classes=self.classes,
+            task=self.task,
+            columns=columns,
+            splits=splits,
+            labelled=labelled,
+            label_separator=label_separator,
+        )
+        multilabel = self.task is Task.MULTILABEL
+        num_classes = len(self.classes)
+        super().__init__(records, num_classes, multilabel, image_transform, tokenizer, image_size)

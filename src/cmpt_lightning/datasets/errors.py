@@ -1,0 +1,62 @@
+"""The errors the dataset readers raise.
+
+Data that is not where it was looked for, and samples that cannot be used.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+__all__ = ["BadSampleError", "DatasetNotFoundError"]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset, or a file it needs, is not under the given root.
+
+    The message names the dataset, the root, the path that is missing and the layout expected
+    there, so that the fix (download it, or point ``root`` elsewhere) is clear.
+
+    Args:
+        dataset: the dataset's name, e.g. ``UPMC Food-101``.
+        root: the root the reader was given.
+        missing: the file or folder that does not exist.
+        layout: the expected layout under the root, one path per line.
+        hint: an extra sentence on how to fix it.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        root: str | Path,
+        missing: str | Path,
+        layout: str,
+        hint: str = "",
+    ) -> None:
+        self.dataset = dataset
+        self.root = str(root)
+        self.missing = str(missing)
+        self.layout = layout
+        self.hint = hint
+        msg = (
+            f"{dataset} not found under root {self.root!r}: {self.missing!r} does not exist.\n"
+            f"Expected layout:\n{textwrap.indent(layout.strip(), '  ')}"
+        )
+        if hint:
+            msg += f"\n{hint}"
+        super().__init__(msg)
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, str, str]]:
+        # rebuild from the constructor's arguments (the default reduces to the message alone)
+        return (type(self), (self.dataset, self.root, self.missing, self.layout, self.hint))
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class BadSampleError(ValueError):
+    """Samples that cannot be used: an unreadable image, an empty text, an unknown label.
+
+    Raised at setup (listing the offending files) unless ``on_bad_sample: skip``, and by a
+    dataset that meets an unreadable image while loading (naming the file).
+    """
