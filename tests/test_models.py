@@ -241,3 +241,18 @@ def test_training_mode_skips_absent_rows_and_keeps_all_adapters_in_graph(batch):
     assert all(g is not None for g in grads.values()), [n for n, g in grads.items() if g is None]
     text_lora = [g for n, g in grads.items() if n.startswith("clip.transformer") and "lora_" in n]
     assert text_lora and all(float(g.abs().sum()) == 0.0 for g in text_lora)
+
+
+@pytest.mark.slow
+def test_compiled_towers_match_eager(batch):
+    images, texts = batch
+    eager = CMPTModel("cmpt-tiny", 3).eval()
+    compiled = CMPTModel("cmpt-tiny", 3, compile_towers=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            compiled(images, texts, ALL, ALL).logits,
+            eager(images, texts, ALL, ALL).logits,
+            atol=1e-5,
+            rtol=1e-5,
+        )
+    pickle.dumps(compiled)  # compiled callables are dropped, not pickled

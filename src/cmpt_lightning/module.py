@@ -72,6 +72,7 @@ class CMPTModule(LightningModule):
         label_smoothing: label smoothing of the multiclass cross-entropy.
         skip_absent: in training, run each tower only on samples that have its input.
         grad_checkpointing: recompute tower activations in the backward pass (less memory).
+        compile_towers: run the towers through ``torch.compile`` (measured in BENCHMARKS.md).
         optimizer: optimizer factory, called with the trainable parameters.
         lr_scheduler: scheduler factory, called with the optimizer and stepped every step; null
             for linear warm-up over ``warmup_ratio`` of the steps then cosine decay.
@@ -100,6 +101,7 @@ class CMPTModule(LightningModule):
         label_smoothing: float = 0.0,
         skip_absent: bool = True,
         grad_checkpointing: bool = False,
+        compile_towers: bool = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         warmup_ratio: float = 0.05,
@@ -125,6 +127,7 @@ class CMPTModule(LightningModule):
             fusion=fusion,
             skip_absent=skip_absent,
             grad_checkpointing=grad_checkpointing,
+            compile_towers=compile_towers,
         )
         self.loss = CMPTLoss(
             self.task,

@@ -91,6 +91,9 @@ class CMPTModel(nn.Module):
         fusion: ``gated``, ``concat`` or ``sum``.
         skip_absent: in training, run each tower only on the samples that have its input.
         grad_checkpointing: recompute the towers' activations in the backward pass.
+        compile_towers: run both towers through ``torch.compile`` (compiled lazily on first use,
+            not pickled; varying batch sizes under ``skip_absent`` cause recompilations, which
+            ``dynamic`` shapes keep few).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class CMPTModel(nn.Module):
         fusion: Fusion | str = Fusion.GATED,
         skip_absent: bool = True,
         grad_checkpointing: bool = False,
+        compile_towers: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(clip, str):
@@ -148,9 +152,25 @@ class CMPTModel(nn.Module):
             )
         self.num_classes = num_classes
         self.skip_absent = skip_absent
+        self.compile_towers = compile_towers
+        self._compiled: dict[str, Any] = {}
         if grad_checkpointing:
             towers.set_grad_checkpointing(True)
         self.train()  # a new module trains by default; the frozen towers have no dropout
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_compiled"] = {}  # compiled callables do not pickle; they are rebuilt lazily
+        return state
+
+    def _tower(self, name: str) -> Any:
+        """The vision or text tower callable, compiled on first use if asked for."""
+        tower = self.vision if name == "vision" else self.text_tower
+        if not self.compile_towers:
+            return tower
+        if name not in self._compiled:
+            self._compiled[name] = torch.compile(tower, dynamic=True)
+        return self._compiled[name]
 
     @property
     def embed_dim(self) -> int:
@@ -219,8 +239,8 @@ class CMPTModel(nn.Module):
         img_in = images if img_rows is None else images.index_select(0, img_rows)
         txt_in = texts if txt_rows is None else texts.index_select(0, txt_rows)
         # an empty selection still runs (on 0 rows), so every adapter takes part in the graph
-        image, text_proxy = self.vision(img_in, self.head.text_proxy_token)
-        text, image_proxy = self.text_tower(txt_in, self.head.image_proxy_token)
+        image, text_proxy = self._tower("vision")(img_in, self.head.text_proxy_token)
+        text, image_proxy = self._tower("text")(txt_in, self.head.image_proxy_token)
         text_proxy = self.head.text_proxy_map(text_proxy)
         image_proxy = self.head.image_proxy_map(image_proxy)
         image, text_proxy = (_scatter_rows(img_rows, t, batch) for t in (image, text_proxy))
