@@ -9,7 +9,7 @@ from .datamodules.synthetic import SyntheticDataModule
 from .losses import AlignLoss, CMPTLoss, LossParts
 from .missing import MissingConfig, MissingPlan, MissingType, SweepConfig, missing_mask
 from .models.cmpt import CMPTFeatures, CMPTModel, CMPTOutput
-from .models.head import AvailabilityCase, Fusion, ProxyTokenHead
+from .models.head import AvailabilityCase, Fusion, Method, ProxyTokenHead
 from .models.lora import LoRATargets
 from .module import CMPTModule
 from .tasks import Task
@@ -29,6 +29,7 @@ __all__ = [
     "LoRATargets",
     "LossParts",
     "MMIMDbDataModule",
+    "Method",
     "MissingConfig",
     "MissingPlan",
     "MissingType",

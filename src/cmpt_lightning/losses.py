@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .choices import Choice
 from .models.cmpt import CMPTOutput
 from .tasks import Task
 
 __all__ = ["AlignLoss", "CMPTLoss", "LossParts"]
 
 
-class AlignLoss(str, Enum):
+class AlignLoss(Choice):
     """Distance between a proxy and the real embedding it stands for."""
 
     MSE = "mse"

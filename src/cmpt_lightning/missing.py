@@ -19,10 +19,11 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
-from enum import Enum
 from fractions import Fraction
 
 import torch
+
+from .choices import Choice
 
 __all__ = [
     "MissingConfig",
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 
-class MissingType(str, Enum):
+class MissingType(Choice):
     """Which modality the missing samples lose."""
 
     NONE = "none"

@@ -17,7 +17,7 @@ from .losses import AlignLoss, CMPTLoss
 from .metrics import EvalCollector, availability_case, compute_metrics, train_metric
 from .missing import SweepConfig
 from .models.cmpt import CMPTModel, CMPTOutput
-from .models.head import Fusion
+from .models.head import Fusion, Method
 from .models.lora import LoRATargets
 from .sweep.onepass import CASE_ORDER, evaluate_cells, select_case_logits, write_sweep
 from .tasks import Task
@@ -66,7 +66,15 @@ class CMPTModule(LightningModule):
         lora_dropout: dropout on the adapters' input.
         lora_targets: ``qv``, ``qkv`` or ``all`` (adds attention output and MLP linears).
         fusion: ``gated``, ``concat`` or ``sum``.
-        align_weight: lambda, weight of the alignment loss.
+        method: ``cmpt`` (the method), or a baseline in the same harness: ``zero_fill`` (an
+            absent modality's embedding is zeros), ``learned_token`` (one learned vector per
+            modality), ``modality_dropout`` (zeros, trained with modality dropout). The
+            ablation without alignment is ``cmpt`` with ``align_weight: 0``.
+        modality_dropout: probability that a complete training sample loses one modality (image
+            or text, equally likely) in a training step; null: 0.3 for ``modality_dropout``,
+            0 otherwise.
+        align_weight: lambda, weight of the alignment loss (baselines have no proxies to align:
+            it is not used there).
         align_loss: ``mse`` or ``cosine``.
         align_detach: stop the gradient through the real embeddings in the alignment loss.
         label_smoothing: label smoothing of the multiclass cross-entropy.
@@ -95,6 +103,8 @@ class CMPTModule(LightningModule):
         lora_dropout: float = 0.0,
         lora_targets: LoRATargets | str = "qv",
         fusion: Fusion | str = "gated",
+        method: Method | str = "cmpt",
+        modality_dropout: float | None = None,
         align_weight: float = 0.2,
         align_loss: AlignLoss | str = "mse",
         align_detach: bool = True,
@@ -111,6 +121,12 @@ class CMPTModule(LightningModule):
         # plain strings in the hparams, so checkpoints load with torch.load(weights_only=True)
         task, lora_targets = Task(task).value, LoRATargets(lora_targets).value
         fusion, align_loss = Fusion(fusion).value, AlignLoss(align_loss).value
+        method = Method(method).value
+        if modality_dropout is None:
+            modality_dropout = 0.3 if method == Method.MODALITY_DROPOUT.value else 0.0
+        if not 0.0 <= modality_dropout <= 1.0:
+            msg = f"modality_dropout must be in [0, 1], got {modality_dropout!r}"
+            raise ValueError(msg)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "sweep"])
         self.task = Task(task)
         self.num_classes = num_classes
@@ -125,13 +141,16 @@ class CMPTModule(LightningModule):
             lora_dropout=lora_dropout,
             lora_targets=lora_targets,
             fusion=fusion,
+            method=method,
             skip_absent=skip_absent,
             grad_checkpointing=grad_checkpointing,
             compile_towers=compile_towers,
         )
+        self.method = Method(method)
+        self.modality_dropout = modality_dropout
         self.loss = CMPTLoss(
             self.task,
-            align_weight=align_weight,
+            align_weight=align_weight if self.method.uses_proxies else 0.0,
             align_loss=align_loss,
             detach_target=align_detach,
             label_smoothing=label_smoothing,
@@ -161,8 +180,27 @@ class CMPTModule(LightningModule):
             batch["image"], batch["text"], batch["image_present"], batch["text_present"]
         )
 
+    def drop_modalities(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Training-time modality dropout, applied to a batch's availability masks.
+
+        Each complete sample loses one modality with probability :attr:`modality_dropout`
+        (the image or the text, equally likely).
+        """
+        if self.modality_dropout <= 0:
+            return batch
+        image, text = batch["image_present"], batch["text_present"]
+        draw = torch.rand(image.shape[0], 2, device=image.device)
+        drop = (draw[:, 0] < self.modality_dropout) & image & text
+        lose_image = draw[:, 1] < 0.5
+        return {
+            **batch,
+            "image_present": image & ~(drop & lose_image),
+            "text_present": text & ~(drop & ~lose_image),
+        }
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """One optimisation step's loss; logs its parts and the running training metric."""
+        batch = self.drop_modalities(batch)
         output = self(batch)
         parts = self.loss(output, batch["label"])
         size = batch["label"].shape[0]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from .choices import Choice
 
 __all__ = ["Task"]
 
 
-class Task(str, Enum):
+class Task(Choice):
     """The kind of labels: one class, several classes, or a yes/no decision."""
 
     MULTICLASS = "multiclass"

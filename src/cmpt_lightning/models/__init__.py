@@ -2,7 +2,7 @@
 
 from .clip import build_clip, build_image_transform, build_tokenizer
 from .cmpt import CMPTFeatures, CMPTModel, CMPTOutput
-from .head import AvailabilityCase, Fusion, ProxyTokenHead
+from .head import AvailabilityCase, Fusion, Method, ProxyTokenHead
 from .lora import LoRAAttention, LoRATargets, add_lora
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "Fusion",
     "LoRAAttention",
     "LoRATargets",
+    "Method",
     "ProxyTokenHead",
     "add_lora",
     "build_clip",

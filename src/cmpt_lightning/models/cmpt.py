@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .clip import build_clip
-from .head import AvailabilityCase, Fusion, ProxyTokenHead
+from .head import AvailabilityCase, Fusion, Method, ProxyTokenHead
 from .lora import LoRATargets, add_lora
 from .towers import TextTower, VisionTower
 
@@ -61,6 +61,13 @@ def _scatter_rows(rows: torch.Tensor | None, values: torch.Tensor, batch: int) -
     return out.index_copy(0, rows, values)
 
 
+def _keep_rows(values: torch.Tensor, keep: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """Zero the rows not in ``keep`` when the whole batch was encoded (``rows`` is None)."""
+    if rows is not None:  # only the kept rows were encoded; the others are zeros already
+        return values
+    return torch.where(keep[:, None], values, torch.zeros_like(values))
+
+
 class CMPTModel(nn.Module):
     """Cross-Modal Proxy Tokens on a frozen open_clip model (Reza et al., TMLR 2025).
 
@@ -89,6 +96,10 @@ class CMPTModel(nn.Module):
         lora_dropout: dropout on the adapters' input.
         lora_targets: ``qv`` (query and value), ``qkv`` or ``all`` (also out and MLP linears).
         fusion: ``gated``, ``concat`` or ``sum``.
+        method: ``cmpt``, or a baseline that uses no proxies (the towers run exactly as
+            open_clip's): ``zero_fill`` (an absent modality's embedding is zeros),
+            ``learned_token`` (one learned vector per modality) or ``modality_dropout``
+            (zeros; the LightningModule adds training-time modality dropout).
         skip_absent: in training, run each tower only on the samples that have its input.
         grad_checkpointing: recompute the towers' activations in the backward pass.
         compile_towers: run both towers through ``torch.compile`` (compiled lazily on first use,
@@ -109,6 +120,7 @@ class CMPTModel(nn.Module):
         lora_dropout: float = 0.0,
         lora_targets: LoRATargets | str = LoRATargets.QV,
         fusion: Fusion | str = Fusion.GATED,
+        method: Method | str = Method.CMPT,
         skip_absent: bool = True,
         grad_checkpointing: bool = False,
         compile_towers: bool = False,
@@ -149,6 +161,7 @@ class CMPTModel(nn.Module):
                 fusion=fusion,
                 text_proxy_init=self.vision.initial_proxy(),
                 image_proxy_init=self.text_tower.initial_proxy(),
+                method=method,
             )
         self.num_classes = num_classes
         self.skip_absent = skip_absent
@@ -171,6 +184,11 @@ class CMPTModel(nn.Module):
         if name not in self._compiled:
             self._compiled[name] = torch.compile(tower, dynamic=True)
         return self._compiled[name]
+
+    @property
+    def method(self) -> Method:
+        """``cmpt`` or the baseline this model implements."""
+        return self.head.method
 
     @property
     def embed_dim(self) -> int:
@@ -241,18 +259,15 @@ class CMPTModel(nn.Module):
         # an empty selection still runs (on 0 rows), so every adapter takes part in the graph
         image, text_proxy = self._tower("vision")(img_in, self.head.text_proxy_token)
         text, image_proxy = self._tower("text")(txt_in, self.head.image_proxy_token)
-        text_proxy = self.head.text_proxy_map(text_proxy)
-        image_proxy = self.head.image_proxy_map(image_proxy)
-        image, text_proxy = (_scatter_rows(img_rows, t, batch) for t in (image, text_proxy))
-        text, image_proxy = (_scatter_rows(txt_rows, t, batch) for t in (text, image_proxy))
-        if img_rows is None:
-            keep = image_present[:, None]
-            image = torch.where(keep, image, torch.zeros_like(image))
-            text_proxy = torch.where(keep, text_proxy, torch.zeros_like(text_proxy))
-        if txt_rows is None:
-            keep = text_present[:, None]
-            text = torch.where(keep, text, torch.zeros_like(text))
-            image_proxy = torch.where(keep, image_proxy, torch.zeros_like(image_proxy))
+        image = _keep_rows(_scatter_rows(img_rows, image, batch), image_present, img_rows)
+        text = _keep_rows(_scatter_rows(txt_rows, text, batch), text_present, txt_rows)
+        if text_proxy is None or image_proxy is None:  # a baseline: fixed substitutes
+            text_sub, image_sub = self.head.substitutes(batch, image)
+            return CMPTFeatures(image, text, text_sub, image_sub, image_present, text_present)
+        text_proxy = _scatter_rows(img_rows, self.head.text_proxy_map(text_proxy), batch)
+        image_proxy = _scatter_rows(txt_rows, self.head.image_proxy_map(image_proxy), batch)
+        text_proxy = _keep_rows(text_proxy, image_present, img_rows)
+        image_proxy = _keep_rows(image_proxy, text_present, txt_rows)
         return CMPTFeatures(image, text, text_proxy, image_proxy, image_present, text_present)
 
     def forward(

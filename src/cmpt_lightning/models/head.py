@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 from torch import nn
 
-__all__ = ["AvailabilityCase", "Fusion", "ProxyTokenHead"]
+from ..choices import Choice
+
+__all__ = ["AvailabilityCase", "Fusion", "Method", "ProxyTokenHead"]
 
 
-class Fusion(str, Enum):
+class Fusion(Choice):
     """How the image-side and text-side vectors are combined before the classifier."""
 
     GATED = "gated"
@@ -18,7 +18,21 @@ class Fusion(str, Enum):
     SUM = "sum"
 
 
-class AvailabilityCase(str, Enum):
+class Method(Choice):
+    """What stands in for an absent modality: CMPT's proxies, or a baseline's substitute."""
+
+    CMPT = "cmpt"  # the proxy computed from the other tower
+    ZERO_FILL = "zero_fill"  # zeros (as deep correlated prompting does)
+    LEARNED_TOKEN = "learned_token"  # one learned vector per modality, the same for every sample
+    MODALITY_DROPOUT = "modality_dropout"  # zeros, trained with random modality dropout
+
+    @property
+    def uses_proxies(self) -> bool:
+        """Whether the towers carry proxy tokens."""
+        return self is Method.CMPT
+
+
+class AvailabilityCase(Choice):
     """Which modalities a sample has at prediction time."""
 
     COMPLETE = "complete"
@@ -53,6 +67,9 @@ class ProxyTokenHead(nn.Module):
         fusion: ``gated``, ``concat`` or ``sum``.
         text_proxy_init: initial value of ``text_proxy_token`` (default: small random).
         image_proxy_init: initial value of ``image_proxy_token`` (default: small random).
+        method: ``cmpt`` (proxies and their maps) or a baseline: ``zero_fill`` and
+            ``modality_dropout`` (no extra parameters), ``learned_token`` (one learned [D]
+            vector per modality, ``missing_image`` and ``missing_text``).
     """
 
     def __init__(
@@ -65,21 +82,31 @@ class ProxyTokenHead(nn.Module):
         fusion: Fusion | str = Fusion.GATED,
         text_proxy_init: torch.Tensor | None = None,
         image_proxy_init: torch.Tensor | None = None,
+        method: Method | str = Method.CMPT,
     ) -> None:
         super().__init__()
         if num_outputs < 1:
             msg = f"num_outputs must be >= 1, got {num_outputs!r}"
             raise ValueError(msg)
         self.fusion = Fusion(fusion)
+        self.method = Method(method)
         self.embed_dim = embed_dim
-        if text_proxy_init is None:
-            text_proxy_init = torch.randn(vision_width) * vision_width**-0.5
-        if image_proxy_init is None:
-            image_proxy_init = torch.randn(text_width) * text_width**-0.5
-        self.text_proxy_token = nn.Parameter(text_proxy_init.detach().clone().float())
-        self.image_proxy_token = nn.Parameter(image_proxy_init.detach().clone().float())
-        self.text_proxy_map = _identity_linear(embed_dim)
-        self.image_proxy_map = _identity_linear(embed_dim)
+        self.text_proxy_token: nn.Parameter | None = None
+        self.image_proxy_token: nn.Parameter | None = None
+        self.missing_image: nn.Parameter | None = None
+        self.missing_text: nn.Parameter | None = None
+        if self.method.uses_proxies:
+            if text_proxy_init is None:
+                text_proxy_init = torch.randn(vision_width) * vision_width**-0.5
+            if image_proxy_init is None:
+                image_proxy_init = torch.randn(text_width) * text_width**-0.5
+            self.text_proxy_token = nn.Parameter(text_proxy_init.detach().clone().float())
+            self.image_proxy_token = nn.Parameter(image_proxy_init.detach().clone().float())
+            self.text_proxy_map = _identity_linear(embed_dim)
+            self.image_proxy_map = _identity_linear(embed_dim)
+        elif self.method is Method.LEARNED_TOKEN:
+            self.missing_image = nn.Parameter(torch.zeros(embed_dim))
+            self.missing_text = nn.Parameter(torch.zeros(embed_dim))
         self.gate: nn.Linear | None = None
         if self.fusion == Fusion.GATED:
             self.gate = nn.Linear(2 * embed_dim, embed_dim)
@@ -87,6 +114,22 @@ class ProxyTokenHead(nn.Module):
             nn.init.zeros_(self.gate.bias)
         in_features = 2 * embed_dim if self.fusion == Fusion.CONCAT else embed_dim
         self.classifier = nn.Linear(in_features, num_outputs)
+
+    def substitutes(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A baseline's stand-ins for an absent (text, image), each [batch, D].
+
+        Zeros for ``zero_fill`` / ``modality_dropout``, the learned vectors for
+        ``learned_token``. Not defined for ``cmpt``, whose stand-ins are computed proxies.
+        """
+        if self.method.uses_proxies:
+            msg = "CMPT's stand-ins are the proxies computed by the towers, not fixed substitutes"
+            raise RuntimeError(msg)
+        if self.missing_text is not None and self.missing_image is not None:
+            text = self.missing_text.to(like.dtype).expand(batch, -1)
+            image = self.missing_image.to(like.dtype).expand(batch, -1)
+            return text, image
+        zeros = like.new_zeros(batch, self.embed_dim)
+        return zeros, zeros
 
     def fuse(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Fuse the image-side ``a`` [B, D] and text-side ``b`` [B, D] vectors."""

@@ -16,18 +16,23 @@ the identity "dropout" is an ``nn.Identity`` rather than loralib's lambda, which
 
 from __future__ import annotations
 
-from enum import Enum
-
 import loralib
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..choices import Choice
+
 __all__ = ["LoRAAttention", "LoRALinear", "LoRAMergedLinear", "LoRATargets", "add_lora"]
 
 
-class LoRATargets(str, Enum):
+class LoRATargets(Choice):
     """Which projections of each block get adapters."""
+
+    @classmethod
+    def label(cls) -> str:
+        """``lora targets``."""
+        return "lora targets"
 
     QV = "qv"
     QKV = "qkv"

@@ -87,14 +87,18 @@ class VisionTower:
             return self.visual.ln_pre(cls[None])[0].detach().clone()
 
     def __call__(
-        self, images: torch.Tensor, proxy: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, images: torch.Tensor, proxy: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Encode ``images`` [B, 3, H, W] with ``proxy`` [width] appended.
 
         Returns:
-            (class embedding [B, D], proxy embedding [B, D]).
+            (class embedding [B, D], proxy embedding [B, D]); with ``proxy=None`` the tower
+            runs exactly as open_clip's (the baselines) and the second item is None.
         """
         x = self.visual._embeds(images)  # shape = [B, grid ** 2 + 1, width]
+        if proxy is None:
+            pooled, _ = self.visual._pool(self.visual.transformer(x))
+            return (pooled @ self.visual.proj if self.visual.proj is not None else pooled), None
         batch, length, _ = x.shape
         x = torch.cat([x, proxy.to(x.dtype).expand(batch, 1, -1)], dim=1)
         # shape = [B, grid ** 2 + 2, width]
@@ -200,18 +204,23 @@ class TextTower:
         return x @ proj
 
     def __call__(
-        self, text: torch.Tensor, proxy: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, text: torch.Tensor, proxy: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Encode token ids ``text`` [B, L] with ``proxy`` [width] appended.
 
         Returns:
-            (text embedding [B, D], proxy embedding [B, D]).
+            (text embedding [B, D], proxy embedding [B, D]); with ``proxy=None`` the tower
+            runs exactly as open_clip's (the baselines) and the second item is None.
         """
         parts = self._parts
         cast_dtype = parts.transformer.get_cast_dtype()
         batch, length = text.shape
         x = parts.token_embedding(text).to(cast_dtype)  # shape = [B, L, width]
         x = x + parts.positional_embedding[:length].to(cast_dtype)
+        if proxy is None:
+            x = parts.ln_final(parts.transformer(x, attn_mask=self.attn_mask))
+            pooled = text_global_pool(x, text, parts.pool_type, eos_token_id=parts.eos_id)
+            return self._project(pooled), None
         x = torch.cat([x, proxy.to(x.dtype).expand(batch, 1, -1)], dim=1)  # [B, L + 1, width]
         positions = torch.arange(length, device=text.device)
         keys = positions[None, :] <= self.end_positions(text)[:, None]  # shape = [B, L]

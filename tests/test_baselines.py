@@ -1,0 +1,75 @@
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+
+from cmpt_lightning import CMPTModel, CMPTModule, SweepConfig, SyntheticDataModule
+from cmpt_lightning.models import build_clip
+
+ALL = torch.tensor([True, True, True, True])
+NO_TEXT = torch.tensor([False, False, False, False])
+
+
+@pytest.mark.parametrize("method", ["zero_fill", "learned_token", "modality_dropout"])
+def test_baselines_have_no_proxies_and_plain_towers(method, batch):
+    images, texts = batch
+    model = CMPTModel("cmpt-tiny", 3, method=method).eval()
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any("proxy" in n for n in names)
+    assert ("head.missing_text" in names) == (method == "learned_token")
+    reference = build_clip("cmpt-tiny", init_seed=0)
+    with torch.no_grad():
+        f = model.encode(images, texts, ALL, ALL)
+        torch.testing.assert_close(f.image, reference.encode_image(images), atol=1e-5, rtol=0)
+        torch.testing.assert_close(f.text, reference.encode_text(texts), atol=1e-5, rtol=0)
+
+
+def test_zero_fill_uses_zeros_and_learned_token_its_vector(batch):
+    images, texts = batch
+    zero = CMPTModel("cmpt-tiny", 3, method="zero_fill").eval()
+    learned = CMPTModel("cmpt-tiny", 3, method="learned_token").eval()
+    with torch.no_grad():
+        learned.head.missing_text.normal_()
+        out = zero(images, texts, ALL, NO_TEXT)
+        expected = zero.head.classify(out.features.image, torch.zeros_like(out.features.image))
+        torch.testing.assert_close(out.logits, expected)
+        out = learned(images, texts, ALL, NO_TEXT)
+        filled = learned.head.missing_text.expand(4, -1)
+        torch.testing.assert_close(out.logits, learned.head.classify(out.features.image, filled))
+
+
+def test_modality_dropout_only_touches_complete_samples():
+    seed_everything(0)
+    module = CMPTModule(num_classes=3, method="modality_dropout")
+    assert module.modality_dropout == 0.3 and module.loss.align_weight == 0.0
+    n = 4000
+    image = torch.ones(n, dtype=torch.bool)
+    text = torch.arange(n) % 4 != 0  # a quarter are image-only already
+    out = module.drop_modalities({"image_present": image, "text_present": text})
+    assert bool((out["image_present"] | out["text_present"]).all())
+    assert bool(out["image_present"][~text].all()), "an image-only sample lost its image"
+    dropped = (~out["image_present"] | ~out["text_present"]) & text
+    assert abs(float(dropped.sum()) / float(text.sum()) - 0.3) < 0.03
+    assert CMPTModule(num_classes=3).modality_dropout == 0.0
+
+
+@pytest.mark.parametrize("method", ["zero_fill", "learned_token", "modality_dropout"])
+def test_baselines_train_and_sweep(method, tmp_path):
+    seed_everything(0)
+    module = CMPTModule(num_classes=6, method=method, sweep=SweepConfig(rates=[0.0, 1.0]))
+    data = SyntheticDataModule(train_size=32, val_size=16, test_size=16, batch_size=16)
+    trainer = Trainer(
+        accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
+        enable_checkpointing=False, limit_val_batches=1, default_root_dir=tmp_path,
+    )
+    before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    trainer.fit(module, datamodule=data)
+    assert any(not torch.equal(p, before[n]) for n, p in module.named_parameters() if p.requires_grad)
+    trainer.test(module, datamodule=data, verbose=False)
+    assert len(module.sweep_results) == 6
+
+
+def test_unknown_method_and_bad_dropout():
+    with pytest.raises(ValueError, match="unknown method 'magic'; choose one of: cmpt, zero_fill"):
+        CMPTModule(num_classes=3, method="magic")
+    with pytest.raises(ValueError, match="modality_dropout must be in"):
+        CMPTModule(num_classes=3, modality_dropout=2.0)
