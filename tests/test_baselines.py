@@ -58,12 +58,19 @@ def test_baselines_train_and_sweep(method, tmp_path):
     module = CMPTModule(num_classes=6, method=method, sweep=SweepConfig(rates=[0.0, 1.0]))
     data = SyntheticDataModule(train_size=32, val_size=16, test_size=16, batch_size=16)
     trainer = Trainer(
-        accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
-        enable_checkpointing=False, limit_val_batches=1, default_root_dir=tmp_path,
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_val_batches=1,
+        default_root_dir=tmp_path,
     )
     before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
     trainer.fit(module, datamodule=data)
-    assert any(not torch.equal(p, before[n]) for n, p in module.named_parameters() if p.requires_grad)
+    assert any(
+        not torch.equal(p, before[n]) for n, p in module.named_parameters() if p.requires_grad
+    )
     trainer.test(module, datamodule=data, verbose=False)
     assert len(module.sweep_results) == 6
 

@@ -256,3 +256,18 @@ def test_compiled_towers_match_eager(batch):
             rtol=1e-5,
         )
     pickle.dumps(compiled)  # compiled callables are dropped, not pickled
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_proxy_layout_equals_the_dense_mask(causal):
+    from cmpt_lightning.models.lora import ProxyLayout
+
+    torch.manual_seed(0)
+    attn = LoRAAttention(16, 4, r=1)
+    x = torch.randn(3, 6, 16)  # 5 real tokens + a proxy
+    keys = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    real = torch.full((5, 5), float("-inf")).triu(1) if causal else None
+    dense = proxy_attention_mask(real, keys, dtype=torch.float32)
+    expected = attn(x, x, x, attn_mask=dense)[0]
+    got = attn(x, x, x, attn_mask=ProxyLayout(causal=causal, proxy_keys=keys))[0]
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)

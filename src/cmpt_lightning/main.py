@@ -14,7 +14,7 @@ from .datamodules.base import CMPTDataModule
 from .module import CMPTModule
 from .tasks import Task
 
-__all__ = ["CMPTCLI", "main"]
+__all__ = ["CMPTCLI", "cli_settings", "main", "trainer_defaults"]
 
 
 def _task_name(task: Task | str) -> str:
@@ -83,6 +83,18 @@ def trainer_defaults() -> dict[str, Any]:
     }
 
 
+def cli_settings() -> dict[str, Any]:
+    """The classes and options of the ``cmpt`` CLI, shared with the sweep's config checker."""
+    return {
+        "model_class": CMPTModule,
+        "datamodule_class": CMPTDataModule,
+        "subclass_mode_model": True,
+        "subclass_mode_data": True,
+        "seed_everything_default": 0,
+        "auto_configure_optimizers": False,
+    }
+
+
 def main(args: ArgsType = None) -> None:
     """Run ``cmpt fit|validate|test|predict`` or ``cmpt data check`` (``args``: for tests).
 
@@ -95,15 +107,18 @@ def main(args: ArgsType = None) -> None:
         from .datacheck import main as data_main
 
         raise SystemExit(data_main([str(a) for a in argv]))
+    if argv[:1] == ["study"]:
+        from .study import main as study_main
+
+        raise SystemExit(study_main([str(a) for a in argv[1:]]))
+    if argv[:1] == ["sweep"]:
+        from .sweep.cli import main as sweep_main
+
+        raise SystemExit(sweep_main([str(a) for a in argv]))
     CMPTCLI(
-        CMPTModule,
-        CMPTDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
+        **cli_settings(),
         trainer_defaults=trainer_defaults(),
         save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
         args=args,
     )
 

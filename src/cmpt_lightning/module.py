@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
 from .datamodules.base import CMPTDataModule
+from .datamodules.loaders import ResumableDataLoader
 from .losses import AlignLoss, CMPTLoss
 from .metrics import EvalCollector, availability_case, compute_metrics, train_metric
 from .missing import SweepConfig
@@ -179,6 +180,23 @@ class CMPTModule(LightningModule):
         return self.model(
             batch["image"], batch["text"], batch["image_present"], batch["text_present"]
         )
+
+    def on_train_start(self) -> None:
+        """Restart the training iterator when resuming a partly processed epoch.
+
+        ``configure_optimizers`` asks for ``estimated_stepping_batches``, which makes Lightning
+        create the training iterator before the checkpoint's loop progress is restored; with
+        DataLoader workers that iterator has already drawn indices for the wrong position. A
+        :class:`~cmpt_lightning.datamodules.loaders.ResumableDataLoader` reads the restored
+        epoch and position when it is iterated again, here.
+        """
+        loop = self.trainer.fit_loop
+        fetcher = getattr(loop, "_data_fetcher", None)
+        loader = getattr(loop, "_combined_loader", None)
+        if not loop.restarting or fetcher is None or loader is None:
+            return
+        if any(isinstance(dl, ResumableDataLoader) for dl in loader.flattened):
+            iter(fetcher)
 
     def drop_modalities(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Training-time modality dropout, applied to a batch's availability masks.

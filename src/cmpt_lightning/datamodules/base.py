@@ -6,6 +6,7 @@ The model's preprocessing, the loaders, and the simulated missing modalities of 
 
 from __future__ import annotations
 
+import os
 from abc import abstractmethod
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..datasets.base import MultimodalDataset, Sample
 from ..missing import MissingConfig, MissingPlan, availability_counts, combine_availability
 from ..models.clip import build_image_transform, build_tokenizer
 from ..tasks import Task
+from .loaders import EpochShuffleSampler, ResumableDataLoader
 
 __all__ = ["CMPTDataModule"]
 
@@ -223,16 +225,75 @@ class CMPTDataModule(LightningDataModule):
         return self.apply_missing(batch, split, epoch)
 
     # --- loaders ------------------------------------------------------------------------------
+    def _current_epoch(self) -> int:
+        """The trainer's epoch (restored from a checkpoint before the loaders start), or 0."""
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _resume_offset(self) -> int:
+        """Batches of the current training epoch the (restored) trainer has already processed.
+
+        Read when an epoch's iteration starts. Lightning's own loop progress is the record:
+        ``processed`` before its restart bookkeeping runs, ``completed`` after it (a checkpoint
+        saved at the end of a batch counts that batch as processed, not yet completed).
+        """
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        current = trainer.fit_loop.epoch_loop.batch_progress.current
+        return max(current.completed, getattr(current, "processed", 0))
+
+    #: Batches each DataLoader worker prepares ahead of the model (torch's default, made
+    #: explicit): ``num_workers x prefetch_factor`` batches wait in shared memory, about
+    #: 0.6 MB per 224 x 224 sample, so keep it small where ``/dev/shm`` is small (containers).
+    prefetch_factor: int = 2
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader[Sample]:
+        """A DataLoader over ``split`` that keeps the model fed.
+
+        - The texts are tokenized once, here in the main process, before the workers start
+          (:meth:`~cmpt_lightning.datasets.base.MultimodalDataset.pretokenize`): the workers
+          inherit the cache instead of tokenizing every sample of every epoch.
+        - With ``num_workers > 0``: persistent workers (no re-spawn and no rebuilt cache each
+          epoch) and :attr:`prefetch_factor` batches per worker in flight.
+        - Pinned host memory when CUDA is available (``pin_memory: null``), for faster and
+          asynchronous copies to the GPU.
+
+        ``num_workers`` stays 0 by default: the demo's synthetic samples are cheaper to make than
+        a worker is to start, and the tests run in process. For real data one sample costs a
+        few milliseconds of JPEG decoding and resizing per core (``benchmarks/input_pipeline.py``),
+        so set ``num_workers`` to about the CPU cores per GPU, as the shipped configs do.
+        """
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate"}.get(split, split))
+        dataset = self.datasets[split]
+        dataset.pretokenize()
+        workers = self.num_workers
+        if split == "train":
+            # a pure function of (seed, epoch), resumable mid-epoch: see .loaders
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            return ResumableDataLoader(
+                dataset,
+                batch_size=self.batch_size,
+                sampler=(
+                    EpochShuffleSampler(dataset, seed=seed, epoch_fn=self._current_epoch)
+                    if shuffle
+                    else None
+                ),
+                num_workers=workers,
+                pin_memory=self.pin_memory,
+                persistent_workers=workers > 0,
+                prefetch_factor=self.prefetch_factor if workers > 0 else None,
+                drop_last=False,
+                resume_offset=self._resume_offset,
+            )
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
             drop_last=False,
         )
 

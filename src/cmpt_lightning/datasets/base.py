@@ -1,22 +1,82 @@
-"""The sample contract every dataset of the package follows."""
+"""The sample contract every dataset of the package follows, and the cache of token ids."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["MultimodalDataset", "Sample"]
+__all__ = ["MultimodalDataset", "Sample", "TokenCache"]
 
 #: One sample: ``image`` [3, H, W] float, ``text`` [L] int64 token ids, ``label`` (int64 scalar
 #: for multiclass/binary, float [C] for multilabel), ``image_present`` / ``text_present`` (bool
 #: scalars: the data has this modality), ``id`` (str, stable across runs and machines) and
 #: ``index`` (int64 scalar, position in this dataset). An absent modality is all zeros.
 Sample = dict[str, Any]
+
+
+class TokenCache:
+    """Token ids of texts, tokenized in batches once and then looked up by the text itself.
+
+    Keyed by the text, not by a sample's position, so a lookup is right whatever the dataset
+    it came from: a copy that selects other samples, a DataLoader worker that received the
+    cache built before it started, repeated texts. Ids are stored as int32 in one numpy block
+    [n, L] per tokenizer call (CLIP vocabularies are far below 2**31): a few arrays pickle to
+    spawned workers cheaply, where one tensor per text would cost a shared-memory handle each.
+
+    The tokenizer must pad every text to the same length, as open_clip's tokenizers do.
+
+    Args:
+        tokenizer: list of strings -> int tensor [B, L] (the open_clip tokenizer).
+        batch_size: texts per tokenizer call when adding many.
+    """
+
+    def __init__(
+        self, tokenizer: Callable[[list[str]], torch.Tensor], batch_size: int = 1024
+    ) -> None:
+        if batch_size < 1:
+            msg = f"batch_size must be >= 1, got {batch_size!r}"
+            raise ValueError(msg)
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self._where: dict[str, tuple[int, int]] = {}  # text -> (block, row)
+        self._blocks: list[np.ndarray] = []  # each int32 [n, L]
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, text: object) -> bool:
+        return text in self._where
+
+    def add(self, texts: Iterable[str]) -> int:
+        """Tokenize the texts not yet cached, ``batch_size`` per tokenizer call.
+
+        Args:
+            texts: texts, repeats allowed.
+
+        Returns:
+            The number of texts added.
+        """
+        new = [text for text in dict.fromkeys(texts) if text not in self._where]
+        for start in range(0, len(new), self.batch_size):
+            chunk = new[start : start + self.batch_size]
+            ids = self.tokenizer(chunk)  # shape = [len(chunk), L]
+            block = len(self._blocks)
+            self._blocks.append(np.ascontiguousarray(ids.numpy(), dtype=np.int32))
+            self._where.update((text, (block, row)) for row, text in enumerate(chunk))
+        return len(new)
+
+    def __getitem__(self, text: str) -> torch.Tensor:
+        """The token ids [L] int64 of ``text`` (a new tensor; tokenized alone if not cached)."""
+        if text not in self._where:
+            self.add([text])
+        block, row = self._where[text]
+        return torch.from_numpy(self._blocks[block][row]).long()  # a copy: the cache stays intact
 
 
 class MultimodalDataset(Dataset[Sample], ABC):
@@ -26,6 +86,12 @@ class MultimodalDataset(Dataset[Sample], ABC):
     :meth:`load_image`, :meth:`load_text` and :meth:`target`. The transform and the tokenizer
     are the data module's, passed in.
 
+    Texts are tokenized once per process, not once per sample and epoch: the first sample
+    asked for (or :meth:`pretokenize`) tokenizes every text of the dataset in batches into a
+    :class:`TokenCache`; data modules call :meth:`pretokenize` before their DataLoader starts
+    its workers, so the workers start with the cache. Set :attr:`cache_tokens` to False to
+    tokenize each sample on every access instead.
+
     Args:
         image_transform: PIL image -> float tensor [3, H, W] (the open_clip preprocessing).
         tokenizer: list of strings -> int tensor [B, L] (the open_clip tokenizer).
@@ -33,6 +99,8 @@ class MultimodalDataset(Dataset[Sample], ABC):
     """
 
     ids: Sequence[str]
+    #: Cache the token ids of the texts (see :class:`TokenCache`).
+    cache_tokens: bool = True
 
     def __init__(
         self,
@@ -43,6 +111,8 @@ class MultimodalDataset(Dataset[Sample], ABC):
         self.image_transform = image_transform
         self.tokenizer = tokenizer
         self.image_size = image_size
+        self._token_cache: TokenCache | None = None
+        self._pretokenized = False
 
     @abstractmethod
     def load_image(self, index: int) -> Image.Image | None:
@@ -59,20 +129,49 @@ class MultimodalDataset(Dataset[Sample], ABC):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _tokens(self) -> TokenCache:
+        """This dataset's cache, new if there is none or the tokenizer was replaced."""
+        cache = getattr(self, "_token_cache", None)
+        if cache is None or cache.tokenizer is not self.tokenizer:
+            cache = TokenCache(self.tokenizer)
+            self._token_cache = cache
+            self._pretokenized = False
+        return cache
+
+    def pretokenize(self) -> TokenCache | None:
+        """Tokenize every text of the dataset now, in batches; a no-op once done.
+
+        Returns:
+            The cache, or None when :attr:`cache_tokens` is off.
+        """
+        if not self.cache_tokens:
+            return None
+        cache = self._tokens()
+        if not getattr(self, "_pretokenized", False):
+            texts = (self.load_text(i) for i in range(len(self)))
+            cache.add(text for text in texts if text is not None)
+            cache.add([""])  # the shape of an absent text's zeros
+            self._pretokenized = True
+        return cache
+
+    def token_ids(self, text: str | None) -> torch.Tensor:
+        """The token ids [L] int64 of ``text``; zeros for None (an absent text)."""
+        cache = self.pretokenize()
+        key = "" if text is None else text
+        ids = self.tokenizer([key])[0].long() if cache is None else cache[key]
+        return torch.zeros_like(ids) if text is None else ids
+
     def __getitem__(self, index: int) -> Sample:
         image = self.load_image(index)
         text = self.load_text(index)
         if image is not None:
-            pixels = self.image_transform(image.convert("RGB"))
+            rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() copies
+            pixels = self.image_transform(rgb)
         else:
             pixels = torch.zeros(3, *self.image_size)
-        if text is not None:
-            tokens = self.tokenizer([text])[0].long()
-        else:
-            tokens = torch.zeros_like(self.tokenizer([""])[0]).long()
         return {
             "image": pixels,
-            "text": tokens,
+            "text": self.token_ids(text),
             "label": self.target(index),
             "image_present": torch.tensor(image is not None),
             "text_present": torch.tensor(text is not None),

@@ -16,6 +16,9 @@ the identity "dropout" is an ``nn.Identity`` rather than loralib's lambda, which
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import loralib
 import torch
 import torch.nn.functional as F
@@ -23,7 +26,38 @@ from torch import nn
 
 from ..choices import Choice
 
-__all__ = ["LoRAAttention", "LoRALinear", "LoRAMergedLinear", "LoRATargets", "add_lora"]
+__all__ = [
+    "LoRAAttention",
+    "LoRALinear",
+    "LoRAMergedLinear",
+    "LoRATargets",
+    "ProxyLayout",
+    "add_lora",
+]
+
+
+@dataclass(frozen=True)
+class ProxyLayout:
+    """The attention layout of L real tokens followed by one proxy, without a dense mask.
+
+    Real tokens attend among themselves (causally for text) and never to the proxy; the proxy
+    attends to the real keys allowed by ``proxy_keys`` and to itself. :class:`LoRAAttention`
+    computes the real rows with no mask (or ``is_causal``), which lets PyTorch use its fused
+    (flash / memory-efficient) kernels, and the proxy row as one extra query: the same
+    arithmetic as the dense additive mask of
+    :func:`~cmpt_lightning.models.towers.proxy_attention_mask`, which the tests compare it with.
+
+    Attributes:
+        causal: the real tokens attend causally (the text tower).
+        proxy_keys: bool [B, L], the real keys the proxy may see; None: all of them.
+    """
+
+    causal: bool
+    proxy_keys: torch.Tensor | None = None
+
+    def to(self, *args: Any, **kwargs: Any) -> ProxyLayout:
+        """Itself: open_clip's blocks cast masks to the activations' dtype."""
+        return self
 
 
 class LoRATargets(Choice):
@@ -194,9 +228,13 @@ class LoRAAttention(nn.Module):
         key: torch.Tensor | None = None,
         value: torch.Tensor | None = None,
         need_weights: bool = False,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | ProxyLayout | None = None,
     ) -> tuple[torch.Tensor, None]:
-        """Self-attention over ``query`` [B, L, width]; ``key``/``value`` must be it or None."""
+        """Self-attention over ``query`` [B, L, width]; ``key``/``value`` must be it or None.
+
+        ``attn_mask`` is an additive float mask, or a :class:`ProxyLayout` for a sequence whose
+        last token is a proxy.
+        """
         if (key is not None and key is not query) or (value is not None and value is not query):
             msg = "LoRAAttention implements self-attention only (key and value must be the query)"
             raise ValueError(msg)
@@ -204,11 +242,30 @@ class LoRAAttention(nn.Module):
         qkv = self.in_proj(query)  # shape = [B, L, 3 * width]
         qkv = qkv.view(batch, length, 3, self.num_heads, width // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, heads, L, head_dim]
-        if attn_mask is not None:
-            attn_mask = attn_mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if isinstance(attn_mask, ProxyLayout):
+            out = _proxy_attention(q, k, v, attn_mask)
+        else:
+            if attn_mask is not None:
+                attn_mask = attn_mask.to(q.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = out.transpose(1, 2).reshape(batch, length, width)  # shape = [B, L, width]
         return self.out_proj(out), None
+
+
+def _proxy_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: ProxyLayout
+) -> torch.Tensor:
+    """Attention of L real tokens and a last proxy token (all [B, heads, L + 1, head_dim])."""
+    real = F.scaled_dot_product_attention(
+        q[:, :, :-1], k[:, :, :-1], v[:, :, :-1], is_causal=layout.causal
+    )  # shape = [B, heads, L, head_dim]: the real tokens never see the proxy
+    bias = None
+    if layout.proxy_keys is not None:
+        keys = F.pad(layout.proxy_keys, (0, 1), value=True)  # the proxy sees itself
+        bias = torch.zeros(keys.shape, dtype=q.dtype, device=q.device)
+        bias = bias.masked_fill(~keys, float("-inf"))[:, None, None, :]  # [B, 1, 1, L + 1]
+    proxy = F.scaled_dot_product_attention(q[:, :, -1:], k, v, attn_mask=bias)
+    return torch.cat([real, proxy], dim=2)  # shape = [B, heads, L + 1, head_dim]
 
 
 def add_lora(

@@ -15,6 +15,8 @@ import torch
 from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
 from torch import nn
 
+from .lora import ProxyLayout
+
 __all__ = ["TextTower", "VisionTower", "proxy_attention_mask"]
 
 
@@ -52,6 +54,17 @@ def proxy_attention_mask(
     if lead:
         mask = mask.unsqueeze(1)  # shape = [B, 1, L + 1, L + 1]
     return mask
+
+
+def _is_causal(mask: torch.Tensor | None) -> bool:
+    """Whether an open_clip text mask is the plain causal one (``-inf`` above the diagonal)."""
+    if mask is None:
+        return False
+    expected = torch.full_like(mask, float("-inf")).triu(1)
+    if not torch.equal(mask, expected):
+        msg = "CMPT supports causal or full attention in the text tower, not a custom mask"
+        raise TypeError(msg)
+    return True
 
 
 class VisionTower:
@@ -99,12 +112,11 @@ class VisionTower:
         if proxy is None:
             pooled, _ = self.visual._pool(self.visual.transformer(x))
             return (pooled @ self.visual.proj if self.visual.proj is not None else pooled), None
-        batch, length, _ = x.shape
+        batch = x.shape[0]
         x = torch.cat([x, proxy.to(x.dtype).expand(batch, 1, -1)], dim=1)
         # shape = [B, grid ** 2 + 2, width]
-        keys = torch.ones(length, dtype=torch.bool, device=x.device)
-        mask = proxy_attention_mask(None, keys, dtype=x.dtype)  # shape = [L + 1, L + 1]
-        x = self.visual.transformer(x, attn_mask=mask)
+        # real tokens: full attention among themselves; the proxy: every real token and itself
+        x = self.visual.transformer(x, attn_mask=ProxyLayout(causal=False))
         pooled, _ = self.visual._pool(x[:, :-1])  # open_clip's own pooling of the real tokens
         proxy_out = self.visual.ln_post(x[:, -1])  # shape = [B, width]
         if self.visual.proj is not None:
@@ -139,7 +151,11 @@ class TextTower:
         owner: Any = clip
         text: Any = getattr(clip, "text", None)
         if text is not None:
-            if not isinstance(text, TextTransformer) or text.cls_emb is not None:
+            if (
+                not isinstance(text, TextTransformer)
+                or text.cls_emb is not None
+                or text.use_pad_mask
+            ):
                 msg = (
                     f"CMPT needs open_clip's TextTransformer without a class embedding, got "
                     f"{type(text).__name__} (Hugging Face text towers and CoCa are not supported)"
@@ -165,6 +181,7 @@ class TextTower:
                 getattr(clip, "text_eos_id", None),
             )
         self._parts = parts
+        self._causal: bool | None = None
 
     @property
     def attn_mask(self) -> torch.Tensor | None:
@@ -224,9 +241,11 @@ class TextTower:
         x = torch.cat([x, proxy.to(x.dtype).expand(batch, 1, -1)], dim=1)  # [B, L + 1, width]
         positions = torch.arange(length, device=text.device)
         keys = positions[None, :] <= self.end_positions(text)[:, None]  # shape = [B, L]
-        mask = proxy_attention_mask(self.attn_mask, keys, dtype=x.dtype)
-        # shape = [B, 1, L + 1, L + 1]
-        x = parts.transformer(x, attn_mask=mask)
+        # real tokens: the tower's causal attention; the proxy: real tokens up to end-of-text
+        if self._causal is None:  # checked once: the comparison would sync a GPU every call
+            self._causal = _is_causal(self.attn_mask)
+        layout = ProxyLayout(causal=self._causal, proxy_keys=keys)
+        x = parts.transformer(x, attn_mask=layout)
         real = parts.ln_final(x[:, :-1])  # shape = [B, L, width]
         pooled = text_global_pool(real, text, parts.pool_type, eos_token_id=parts.eos_id)
         proxy_out = parts.ln_final(x[:, -1])  # shape = [B, width]

@@ -1,0 +1,331 @@
+"""A sweep's settings and plan: the cells, their resolved configs and their job resources.
+
+:func:`plan_sweep` validates everything and writes nothing; :func:`print_plan` is the dry run
+(for SLURM, the sbatch script submitit would submit, made by submitit itself).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ..missing import DEFAULT_RATES, SweepConfig
+from .grid import Cell, ConfigResolver, Grid, expand_grid, key_aliases, load_grid
+from .job import CellState
+
+__all__ = [
+    "ExecutorKind",
+    "PlannedCell",
+    "SlurmSettings",
+    "SweepSettings",
+    "executor_groups",
+    "log_folder",
+    "parse_minutes",
+    "plan_sweep",
+    "print_plan",
+    "require_submitit",
+    "slurm_parameters",
+]
+
+
+class ExecutorKind(str, Enum):
+    """Where the cells run."""
+
+    LOCAL = "local"  # submitit LocalExecutor: one subprocess per cell on this machine
+    DEBUG = "debug"  # submitit DebugExecutor: in this process, one after the other
+    SLURM = "slurm"  # submitit SlurmExecutor: a SLURM job array
+
+
+@dataclass
+class SlurmSettings:
+    """SLURM resources of each cell's job (``#SBATCH`` options, written by submitit).
+
+    Attributes:
+        partition: ``--partition``.
+        account: ``--account``.
+        qos: ``--qos``.
+        gpus_per_node: ``--gpus-per-node``; None: the trainer's devices unless it runs on CPU.
+        tasks_per_node: ``--ntasks-per-node``; None: the trainer's devices (Lightning needs one
+            task per device); a different number is an error.
+        cpus_per_task: ``--cpus-per-task`` (data loader workers + 1 is a good start).
+        mem: ``--mem`` per node, e.g. ``64G``.
+        array_parallelism: how many cells run at once (``--array=0-N%P``); None: all.
+        job_name: ``--job-name``.
+        setup: shell lines run before the job (``module load ...``, ``source venv/bin/activate``).
+        extra: any other sbatch option, e.g. ``{"constraint": "a100", "mail-type": "END"}``.
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus_per_node: int | None = None
+    tasks_per_node: int | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    array_parallelism: int | None = None
+    job_name: str = "cmpt-sweep"
+    setup: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepSettings:
+    """A sweep: base config, grid, where it goes and how it runs.
+
+    Attributes:
+        configs: the base ``cmpt fit`` config files (later ones override earlier ones).
+        grid: the grid file (dotted config keys -> lists of values).
+        out: the sweep's run directory (one sub-directory per cell).
+        executor: ``local``, ``debug`` or ``slurm``.
+        test_rates: test-time missing rates of each cell's one-pass test sweep.
+        test_types: test-time missing types of the test sweep.
+        time: time limit per cell: minutes or ``[D-]HH:MM:SS`` (SLURM ``--time``, local timeout).
+        parallelism: local executor: cells run at once (None: all); SLURM: see
+            ``slurm.array_parallelism``.
+        dry_run: print the cells and the submission (for SLURM, the sbatch script) and stop.
+        wait: wait for the jobs and report failures; None: wait except with SLURM.
+        slurm: SLURM resources.
+    """
+
+    configs: list[Path]
+    grid: Path
+    out: Path
+    executor: ExecutorKind | str = ExecutorKind.LOCAL
+    test_rates: list[float] = field(default_factory=lambda: list(DEFAULT_RATES))
+    test_types: list[str] = field(default_factory=lambda: ["text", "image", "both"])
+    time: int | str = "24:00:00"
+    parallelism: int | None = None
+    dry_run: bool = False
+    wait: bool | None = None
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
+
+    def __post_init__(self) -> None:
+        self.executor = ExecutorKind(self.executor)
+        test = SweepConfig(rates=list(self.test_rates), types=list(self.test_types))  # checks
+        self.test_rates, self.test_types = test.rates, test.types
+        self.configs = [Path(c) for c in self.configs]
+        self.grid, self.out = Path(self.grid), Path(self.out).resolve()
+        parse_minutes(self.time)
+        if self.parallelism is not None and self.parallelism < 1:
+            msg = f"parallelism must be a positive number of cells, got {self.parallelism!r}"
+            raise ValueError(msg)
+
+    @property
+    def kind(self) -> ExecutorKind:
+        """The executor, as an enum."""
+        return ExecutorKind(self.executor)
+
+    @property
+    def waits(self) -> bool:
+        """Whether the launcher waits for the jobs (always in process, with ``debug``)."""
+        if self.kind == ExecutorKind.DEBUG:
+            return True
+        return self.wait if self.wait is not None else self.kind != ExecutorKind.SLURM
+
+
+def parse_minutes(value: int | str) -> int:
+    """Minutes of a SLURM time limit: ``90``, ``"4:00:00"``, ``"1-12"``, ``"1-0:30:00"``."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(value).strip())
+    if isinstance(value, bool) or match is None:
+        msg = f"time limit must be minutes or [D-]HH:MM:SS, got {value!r}"
+        raise ValueError(msg)
+    days, first, second, third = match.groups()
+    if days is not None:  # D-H, D-H:M, D-H:M:S
+        seconds = int(days) * 86400 + int(first) * 3600 + int(second or 0) * 60 + int(third or 0)
+    elif third is not None:  # H:M:S
+        seconds = int(first) * 3600 + int(second) * 60 + int(third)
+    else:  # M or M:S
+        seconds = int(first) * 60 + int(second or 0)
+    if seconds <= 0:
+        msg = f"time limit must be positive, got {value!r}"
+        raise ValueError(msg)
+    return math.ceil(seconds / 60)
+
+
+@dataclass
+class PlannedCell:
+    """A cell with its directory and resolved config.
+
+    Attributes:
+        cell: the grid cell.
+        directory: its run directory.
+        config: the YAML text of its resolved ``cmpt fit`` config.
+        devices: the trainer's devices per node (None when not a number, e.g. ``auto``).
+        nodes: the trainer's ``num_nodes``.
+        accelerator: the trainer's accelerator.
+    """
+
+    cell: Cell
+    directory: Path
+    config: str
+    devices: int | None
+    nodes: int
+    accelerator: str
+
+
+def _devices(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, list | tuple):
+        return len(value)
+    if isinstance(value, str) and re.fullmatch(r"\d+", value.strip()):
+        return int(value) or None
+    if isinstance(value, str) and "," in value:
+        return len([v for v in value.split(",") if v.strip()])
+    return None
+
+
+def plan_sweep(settings: SweepSettings) -> tuple[Grid, list[PlannedCell]]:
+    """Read and expand the grid and resolve every cell's config; nothing runs, nothing is written.
+
+    Raises:
+        ValueError: naming the grid key that is unknown, does not apply to the chosen model or
+            data class, or has a value of the wrong type.
+    """
+    grid = load_grid(settings.grid)
+    resolver = ConfigResolver(settings.configs)
+    planned = []
+    for cell in expand_grid(grid):
+        directory = settings.out / cell.name
+        fixed = {
+            "trainer.default_root_dir": str(directory),
+            "test_after_fit": True,
+            "model.init_args.sweep.rates": settings.test_rates,
+            "model.init_args.sweep.types": settings.test_types,
+        }
+        config = resolver.parse({**cell.overrides, **fixed})
+        trainer = config.trainer
+        planned.append(
+            PlannedCell(
+                cell=cell,
+                directory=directory,
+                config=resolver.dump(config),
+                devices=_devices(trainer.devices),
+                nodes=int(trainer.num_nodes or 1),
+                accelerator=str(trainer.accelerator),
+            )
+        )
+    executor_groups(settings, planned)  # checks every cell's job resources
+    return grid, planned
+
+
+def slurm_parameters(settings: SweepSettings, cell: PlannedCell) -> dict[str, Any]:
+    """The submitit SlurmExecutor parameters of a cell (cells with equal ones share a job array)."""
+    slurm = settings.slurm
+    tasks = cell.devices
+    if slurm.tasks_per_node is not None:
+        if tasks is not None and slurm.tasks_per_node != tasks:
+            msg = (
+                f"--slurm.tasks_per_node {slurm.tasks_per_node} does not match trainer.devices "
+                f"{tasks} of cell {cell.cell.name!r}; Lightning needs one SLURM task per device"
+            )
+            raise ValueError(msg)
+        tasks = slurm.tasks_per_node
+    if tasks is None:
+        msg = (
+            f"trainer.devices of cell {cell.cell.name!r} is not a number of devices; set it in the "
+            "config (e.g. 4) or give --slurm.tasks_per_node"
+        )
+        raise ValueError(msg)
+    gpus = slurm.gpus_per_node
+    if gpus is None and cell.accelerator != "cpu":
+        gpus = tasks
+    params: dict[str, Any] = {
+        "job_name": slurm.job_name,
+        "time": parse_minutes(settings.time),
+        "nodes": cell.nodes,
+        "ntasks_per_node": tasks,
+        "partition": slurm.partition,
+        "account": slurm.account,
+        "qos": slurm.qos,
+        "gpus_per_node": gpus,
+        "cpus_per_task": slurm.cpus_per_task,
+        "mem": slurm.mem,
+        "setup": list(slurm.setup) or None,
+        "additional_parameters": dict(slurm.extra) or None,
+    }
+    if slurm.array_parallelism is not None:
+        params["array_parallelism"] = slurm.array_parallelism
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def executor_groups(
+    settings: SweepSettings, cells: Sequence[PlannedCell]
+) -> list[tuple[dict[str, Any], list[PlannedCell]]]:
+    """Cells grouped by their executor parameters, one job array per group, in grid order."""
+    groups: dict[str, tuple[dict[str, Any], list[PlannedCell]]] = {}
+    for cell in cells:
+        if settings.kind == ExecutorKind.SLURM:
+            params = slurm_parameters(settings, cell)
+        elif settings.kind == ExecutorKind.LOCAL:
+            params = {"timeout_min": parse_minutes(settings.time), "tasks_per_node": 1}
+        else:
+            params = {}
+        groups.setdefault(json.dumps(params, sort_keys=True), (params, []))[1].append(cell)
+    return list(groups.values())
+
+
+def require_submitit() -> Any:
+    """The submitit module, or an ImportError that says how to install it."""
+    try:
+        import submitit
+    except ImportError as err:
+        msg = "cmpt sweep runs its jobs with submitit: pip install 'cmpt-lightning[cluster]'"
+        raise ImportError(msg) from err
+    return submitit
+
+
+def log_folder(settings: SweepSettings) -> Path:
+    """Submitit's folder for job files and logs (for SLURM a folder per job: ``%j``)."""
+    if settings.kind == ExecutorKind.SLURM:
+        return settings.out / "logs" / "%j"
+    return settings.out / "logs"
+
+
+def print_plan(settings: SweepSettings, grid: Grid, planned: Sequence[PlannedCell]) -> None:
+    """The dry run: print the cells, their state, and each job array's submission parameters."""
+    aliases = key_aliases(grid.varying)
+    print(f"sweep of {len(planned)} cell(s) -> {settings.out} (executor: {settings.kind.value})")
+    for p in planned:
+        state = CellState.read(p.directory)
+        status = "finished" if state.done else "failed, retry" if state.failed else "to run"
+        values = ", ".join(f"{aliases[k]}={p.cell.overrides[k]!r}" for k in grid.varying)
+        print(f"  [{p.cell.index}] {p.cell.name}: {values or 'no varying key'} ({status})")
+    fixed = {k: v[0] for k, v in grid.axes.items() if len(v) == 1}
+    if fixed:
+        print(f"fixed overrides: {fixed}")
+    print(
+        f"each job: cmpt fit --config {settings.out}/<cell>/config.yaml (test_after_fit, "
+        f"test sweep rates {settings.test_rates} types {settings.test_types})"
+    )
+    for params, cells in executor_groups(settings, planned):
+        if settings.kind == ExecutorKind.SLURM:
+            _make_sbatch_string = require_submitit().slurm.slurm._make_sbatch_string
+            command = " ".join(
+                [
+                    shlex.quote(sys.executable),
+                    "-u -m submitit.core._submit",
+                    shlex.quote(str(log_folder(settings))),
+                ]
+            )
+            array: dict[str, Any] = {"map_count": len(cells)} if len(cells) > 1 else {}
+            sbatch = _make_sbatch_string(
+                command=command, folder=log_folder(settings), **array, **params
+            )
+            print(f"--- sbatch of the job array for {len(cells)} cell(s) ---\n{sbatch}")
+        else:
+            at_once = settings.parallelism or len(cells)
+            print(
+                f"{settings.kind.value} executor: {len(cells)} cell(s), parameters "
+                f"{params}, {min(at_once, len(cells))} at a time"
+            )

@@ -1,0 +1,146 @@
+"""The figures of ``cmpt sweep collect`` (drawn only when matplotlib is installed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .collect import SweepResults
+
+__all__ = ["plot_curves", "plot_heatmap"]
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _layout(result: SweepResults) -> tuple[list[str], list[float], list[str], dict]:
+    """Test types, test rates, train cell labels, and (train label, type, rate) -> row."""
+    types = list(dict.fromkeys(r["test_type"] for r in result.rows))
+    rates = sorted({float(r["test_rate"]) for r in result.rows})
+    columns = result.train_columns
+    cells: dict[tuple[str, str, float], dict[str, Any]] = {}
+    labels: list[str] = []
+    for row in result.rows:
+        if len(columns) == 1:
+            label = f"{row[columns[0]]}"
+        else:
+            label = ", ".join(f"{c}={row[c]}" for c in columns) or "all"
+        labels.append(label)
+        cells[(label, row["test_type"], float(row["test_rate"]))] = row
+    return types, rates, list(dict.fromkeys(labels)), cells
+
+
+def _seeds_note(result: SweepResults) -> str:
+    seeds = sorted({int(r["n_seeds"]) for r in result.rows})
+    counts = "/".join(str(s) for s in seeds)
+    return f"mean over {counts} seed{'s' if seeds != [1] else ''}"
+
+
+def plot_heatmap(result: SweepResults, path: Path, train_label: str = "train cell") -> bool:
+    """Heatmap of the main metric: train cell (rows) x test missing rate, one panel per type.
+
+    Returns:
+        False when matplotlib is not installed (nothing written).
+    """
+    plt = _pyplot()
+    if plt is None:
+        return False
+    metric = result.main_metric
+    types, rates, labels, cells = _layout(result)
+    grids = []
+    for missing_type in types:
+        grid = [
+            [
+                cells.get((label, missing_type, rate), {}).get(f"{metric}_mean", math.nan)
+                for rate in rates
+            ]
+            for label in labels
+        ]
+        grids.append(grid)  # shape = [train cells, test rates]
+    finite = [v for g in grids for row in g for v in row if not math.isnan(v)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    width = max(4.0, 0.55 * len(rates) + 1.5)
+    fig, axes = plt.subplots(
+        1,
+        len(types),
+        figsize=(width * len(types), 0.45 * len(labels) + 2.2),
+        dpi=120,
+        squeeze=False,
+    )
+    image = None
+    for ax, missing_type, grid in zip(axes[0], types, grids, strict=True):
+        image = ax.imshow(grid, vmin=low, vmax=high, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(rates)), [f"{r:g}" for r in rates])
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("test missing rate")
+        ax.set_title(f"test missing: {missing_type}")
+        if len(rates) * len(labels) <= 160:
+            for i, row in enumerate(grid):
+                for j, value in enumerate(row):
+                    if not math.isnan(value):
+                        shade = "white" if value < (low + high) / 2 else "black"
+                        ax.text(
+                            j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=shade
+                        )
+    axes[0][0].set_ylabel(train_label)
+    fig.colorbar(image, ax=axes[0].tolist(), label=metric, shrink=0.9)
+    fig.suptitle(f"{metric}, {_seeds_note(result)}")
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def plot_curves(result: SweepResults, path: Path, train_label: str = "train cell") -> bool:
+    """The main metric against the test missing rate, one panel per missing type.
+
+    One line per train cell (mean over seeds), shaded mean ± std where there are several seeds.
+
+    Returns:
+        False when matplotlib is not installed (nothing written).
+    """
+    plt = _pyplot()
+    if plt is None:
+        return False
+    metric = result.main_metric
+    types, rates, labels, cells = _layout(result)
+    fig, axes = plt.subplots(
+        1, len(types), figsize=(4.2 * len(types), 3.6), dpi=120, squeeze=False, sharey=True
+    )
+    for ax, missing_type in zip(axes[0], types, strict=True):
+        for label in labels:
+            rows = [cells.get((label, missing_type, r)) for r in rates]
+            points = [(r, row) for r, row in zip(rates, rows, strict=True) if row is not None]
+            x = [r for r, _ in points]
+            mean = [row[f"{metric}_mean"] for _, row in points]
+            std = [row[f"{metric}_std"] for _, row in points]
+            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=label)
+            if any(not math.isnan(s) for s in std):
+                spread = [0.0 if math.isnan(s) else s for s in std]
+                ax.fill_between(
+                    x,
+                    [m - s for m, s in zip(mean, spread, strict=True)],
+                    [m + s for m, s in zip(mean, spread, strict=True)],
+                    color=line.get_color(),
+                    alpha=0.2,
+                    linewidth=0,
+                )
+        ax.set_title(f"test missing: {missing_type}")
+        ax.set_xlabel("test missing rate")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(metric)
+    axes[0][-1].legend(title=train_label, fontsize=8)
+    fig.suptitle(f"{metric} against the test missing rate ({_seeds_note(result)}, ± std shaded)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True

@@ -1,0 +1,36 @@
+"""Callbacks that the subprocess tests load through the CLI (``tests.helpers.<name>``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from lightning.pytorch import Callback
+
+
+class KillAtStep(Callback):
+    """SIGKILL the process (or send ``signal_name`` to it) when a given step is about to start."""
+
+    def __init__(self, step: int, signal_name: str = "SIGKILL", wait: float = 0.0) -> None:
+        self.step = step
+        self.signal_name = signal_name
+        self.wait = wait
+        self.sent = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), getattr(signal, self.signal_name))
+            time.sleep(self.wait)  # let a handled signal do its work before the next step
+
+
+class RecordBatches(Callback):
+    """Append ``<global_step> <sample indices>`` of every training batch to a file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{trainer.global_step} {batch['index'].tolist()}\n")
