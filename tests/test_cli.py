@@ -109,6 +109,11 @@ def test_help_in_a_subprocess():
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 0, result.stderr
         assert "fit" in result.stdout or "--trainer" in result.stdout
+    top = subprocess.run(
+        ["cmpt", "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    for command in ("cmpt data check", "cmpt sweep", "cmpt study"):
+        assert command in top.stdout
 
 
 def test_demo_learns_well_above_chance(tmp_path):

@@ -83,6 +83,16 @@ def trainer_defaults() -> dict[str, Any]:
     }
 
 
+_MORE_COMMANDS = """\
+cmpt: Cross-Modal Proxy Tokens. Besides Lightning's subcommands below:
+  cmpt data check <food101|mmimdb|hateful_memes|csv> --root DIR   validate a dataset download
+  cmpt sweep --config C --grid G --out DIR [--executor local|slurm]   sweep training settings
+  cmpt sweep collect DIR                                          aggregate a sweep
+  cmpt study [--config C] [--out DIR]                             CMPT against the baselines
+Each takes --help.
+"""
+
+
 def cli_settings() -> dict[str, Any]:
     """The classes and options of the ``cmpt`` CLI, shared with the sweep's config checker."""
     return {
@@ -103,6 +113,8 @@ def main(args: ArgsType = None) -> None:
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+    if argv[:1] in (["-h"], ["--help"]):
+        print(_MORE_COMMANDS)
     if argv[:1] == ["data"]:
         from .datacheck import main as data_main
 
