@@ -155,3 +155,16 @@ def test_bad_module_settings():
         CMPTModule(num_classes=3, align_weight=-1.0)
     with pytest.raises(ValueError, match="binary task has 1 or 2 classes"):
         CMPTModule(num_classes=5, task="binary")
+
+
+def test_head_learning_rate_scale(tmp_path):
+    module = CMPTModule(num_classes=6, head_lr_scale=10.0)
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0, enable_checkpointing=False)
+    trainer.fit(module, datamodule=_data())
+    groups = trainer.optimizers[0].param_groups
+    head = {id(p) for p in module.model.head.parameters()}
+    assert len(groups) == 2 and all(id(p) in head for p in groups[1]["params"])
+    assert not any(id(p) in head for p in groups[0]["params"])
+    assert groups[1]["initial_lr"] == pytest.approx(10 * groups[0]["initial_lr"])
+    with pytest.raises(ValueError, match="head_lr_scale must be > 0"):
+        CMPTModule(num_classes=3, head_lr_scale=0.0)

@@ -86,6 +86,9 @@ class CMPTModule(LightningModule):
         lr_scheduler: scheduler factory, called with the optimizer and stepped every step; null
             for linear warm-up over ``warmup_ratio`` of the steps then cosine decay.
         warmup_ratio: fraction of the training steps used for warm-up by the default schedule.
+        head_lr_scale: the learning rate of the head (proxy tokens, their output maps, fusion,
+            classifier) as a multiple of the optimizer's; > 1 helps the identity-initialised
+            output maps catch up with the alignment target (see docs/results/README.md).
         sweep: at test time, also evaluate every (missing rate, missing type) cell of this grid
             from the same single pass, and write ``sweep.csv``, ``sweep.json`` and ``sweep.png``
             to the run directory; each cell equals a test run configured with that cell.
@@ -116,6 +119,7 @@ class CMPTModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         warmup_ratio: float = 0.05,
+        head_lr_scale: float = 1.0,
         sweep: SweepConfig | None = None,
     ) -> None:
         super().__init__()
@@ -162,6 +166,10 @@ class CMPTModule(LightningModule):
             msg = f"warmup_ratio must be in [0, 1), got {warmup_ratio!r}"
             raise ValueError(msg)
         self.warmup_ratio = warmup_ratio
+        if head_lr_scale <= 0:
+            msg = f"head_lr_scale must be > 0, got {head_lr_scale!r}"
+            raise ValueError(msg)
+        self.head_lr_scale = head_lr_scale
         self.train_metric = train_metric(self.task, num_classes)
         self.collectors = {"val": EvalCollector(), "test": EvalCollector()}
         self.sweep = sweep
@@ -369,8 +377,15 @@ class CMPTModule(LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The optimizer over trainable parameters and a per-step learning-rate schedule."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
+        head = [p for p in self.model.head.parameters() if p.requires_grad]
+        ids = {id(p) for p in head}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        if self.head_lr_scale == 1.0:
+            optimizer = self.optimizer_factory(rest + head)
+        else:
+            optimizer = self.optimizer_factory([{"params": rest}, {"params": head}])
+            # the head's group: the same optimizer settings, its learning rate scaled
+            optimizer.param_groups[1]["lr"] = optimizer.defaults["lr"] * self.head_lr_scale
         if self.lr_scheduler_factory is not None:
             scheduler = self.lr_scheduler_factory(optimizer)
         else:
