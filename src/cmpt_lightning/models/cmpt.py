@@ -79,10 +79,10 @@ class CMPTModel(nn.Module):
 
     What to pass for an absent modality: anything of the right shape (the data modules pass
     zeros where the data has no such input, and the real input with its flag cleared where the
-    protocol simulates the absence). It is never encoded into the output: in training mode (with ``skip_absent``) the
-    tower does not run on it at all; in eval mode the tower runs on the whole batch, so that a
-    sample's numbers do not depend on which other samples are masked, and the absent rows are
-    discarded.
+    protocol simulates the absence). It is never encoded into the output: in training mode
+    (with ``skip_absent``) the tower does not run on it at all; in eval mode the tower runs on
+    the whole batch, so that a sample's numbers do not depend on which other samples are
+    masked, and the absent rows are discarded.
 
     Args:
         clip: an open_clip model name (``ViT-B-16``, ``cmpt-tiny``, ``local-dir:/path``) or an
