@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..datasets.checks import BadSample, ImageCheck, OnBadSample, parse_choice, screen
 from ..datasets.csv import Columns, MultimodalCSVDataset, infer_classes, table_labels, table_splits
 from ..datasets.records import stratified_split
-from ..missing import MissingConfig
 from ..tasks import Task
 from .base import CMPTDataModule
 
@@ -64,14 +64,8 @@ class MultimodalCSVDataModule(CMPTDataModule):
         check_threads: threads of the image check (null: Python's default, cpus + 4, at most 32).
         on_bad_sample: ``error`` (fail at setup, listing the offending files) or ``skip``
             (leave them out, count them and log the count).
-        clip_model: see :class:`CMPTDataModule`.
-        pretrained: see :class:`CMPTDataModule`.
-        batch_size: see :class:`CMPTDataModule`.
-        num_workers: see :class:`CMPTDataModule`.
-        train_missing: see :class:`CMPTDataModule`.
-        eval_missing: see :class:`CMPTDataModule`.
-        augment: see :class:`CMPTDataModule`.
-        pin_memory: see :class:`CMPTDataModule`.
+        **kwargs: the shared settings of :class:`CMPTDataModule` (``batch_size``,
+            ``num_workers``, ``train_missing``, ``eval_missing``, ...).
     """
 
     def __init__(
@@ -95,25 +89,9 @@ class MultimodalCSVDataModule(CMPTDataModule):
         image_check: ImageCheck | str = "verify",
         check_threads: int | None = None,
         on_bad_sample: OnBadSample | str = "error",
-        clip_model: str = "cmpt-tiny",
-        pretrained: str | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        train_missing: MissingConfig | None = None,
-        eval_missing: MissingConfig | None = None,
-        augment: bool = False,
-        pin_memory: bool | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            clip_model=clip_model,
-            pretrained=pretrained,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            train_missing=train_missing,
-            eval_missing=eval_missing,
-            augment=augment,
-            pin_memory=pin_memory,
-        )
+        super().__init__(**kwargs)
         if data_file is not None and train_file is not None:
             msg = f"give data_file or train_file, not both (got {data_file!r} and {train_file!r})"
             raise ValueError(msg)

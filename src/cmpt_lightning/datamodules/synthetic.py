@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..datasets.synthetic import MAX_CLASSES, SyntheticDataset
-from ..missing import MissingConfig
 from .base import CMPTDataModule
 
 __all__ = ["SyntheticDataModule"]
@@ -23,14 +24,8 @@ class SyntheticDataModule(CMPTDataModule):
         seed: data seed; each split draws from (seed, split).
         image_noise: probability that an image shows a sibling class.
         text_noise: probability that a caption names another class.
-        clip_model: see :class:`CMPTDataModule`.
-        pretrained: see :class:`CMPTDataModule`.
-        batch_size: see :class:`CMPTDataModule`.
-        num_workers: see :class:`CMPTDataModule`.
-        train_missing: see :class:`CMPTDataModule`.
-        eval_missing: see :class:`CMPTDataModule`.
-        augment: see :class:`CMPTDataModule`.
-        pin_memory: see :class:`CMPTDataModule`.
+        **kwargs: the shared settings of :class:`CMPTDataModule` (``batch_size``,
+            ``train_missing``, ``eval_missing``, ...).
     """
 
     def __init__(
@@ -42,25 +37,9 @@ class SyntheticDataModule(CMPTDataModule):
         seed: int = 0,
         image_noise: float = 0.3,
         text_noise: float = 0.3,
-        clip_model: str = "cmpt-tiny",
-        pretrained: str | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        train_missing: MissingConfig | None = None,
-        eval_missing: MissingConfig | None = None,
-        augment: bool = False,
-        pin_memory: bool | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            clip_model=clip_model,
-            pretrained=pretrained,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            train_missing=train_missing,
-            eval_missing=eval_missing,
-            augment=augment,
-            pin_memory=pin_memory,
-        )
+        super().__init__(**kwargs)
         if not 2 <= num_classes <= MAX_CLASSES:
             msg = f"num_classes must be in [2, {MAX_CLASSES}], got {num_classes!r}"
             raise ValueError(msg)
