@@ -1,9 +1,9 @@
 """Benchmark 4: the one-pass sweep against one plain test pass.
 
 The 11 x 3 (rate x type) grid of test-time missingness, evaluated from one encoding of the test
-set (``case_logits`` + ``evaluate_cells``, what ``CMPTModule`` does with ``sweep``), against one
-plain test pass configured with one cell (rate 0.7, type both), same model and data. A loop over
-the cells would cost 33 passes. Target: at most 1.3.
+set (``case_logits`` + ``evaluate_cells``, what ``CMPTModule`` does with a ``test_grid``),
+against one plain test pass configured with one cell (rate 0.7, type both), same model and data.
+A loop over the cells would cost 33 passes. Target: at most 1.3.
 
 Also times the sweep's metric arithmetic alone (``evaluate_cells``) on random logits at the real
 test-set sizes of the three datasets, which is what the ratio depends on where the model is fast
@@ -27,9 +27,9 @@ from _steps import autocast, build_model, eval_mode, food_titles
 from _timing import interleaved, synchronizer
 
 from cmpt_lightning import CMPTModel, MissingPlan, Task
+from cmpt_lightning.evaluation import CASE_ORDER, evaluate_cells, select_case_logits
 from cmpt_lightning.metrics import availability_case, compute_metrics
 from cmpt_lightning.models.clip import build_tokenizer
-from cmpt_lightning.sweep.onepass import CASE_ORDER, evaluate_cells, select_case_logits
 
 FULL = {"model": "ViT-B-16", "batch_size": 8, "repeats": 3, "warmup": 1, "samples": 48}
 QUICK = {"model": "ViT-B-32", "batch_size": 8, "repeats": 3, "warmup": 1, "samples": 32}

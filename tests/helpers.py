@@ -34,3 +34,14 @@ class RecordBatches(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         with open(self.path, "a") as f:
             f.write(f"{trainer.global_step} {batch['index'].tolist()}\n")
+
+
+def cmpt(args: list[str]) -> int:
+    """Run ``cmpt ARGS`` in this process and return its exit status (0 when it returns)."""
+    from cmpt_lightning.main import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    return 0

@@ -2,7 +2,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
-from cmpt_lightning import CMPTModel, CMPTModule, SweepConfig, SyntheticDataModule
+from cmpt_lightning import CMPTModel, CMPTModule, SweepConfig, SyntheticDataModule, TestGrid
 from cmpt_lightning.models import build_clip
 
 ALL = torch.tensor([True, True, True, True])
@@ -53,9 +53,9 @@ def test_modality_dropout_only_touches_complete_samples():
 
 
 @pytest.mark.parametrize("method", ["zero_fill", "learned_token", "modality_dropout"])
-def test_baselines_train_and_sweep(method, tmp_path):
+def test_baselines_train_and_test_grid(method, tmp_path):
     seed_everything(0)
-    module = CMPTModule(num_classes=6, method=method, sweep=SweepConfig(rates=[0.0, 1.0]))
+    module = CMPTModule(num_classes=6, method=method, test_grid=TestGrid(rates=[0.0, 1.0]))
     data = SyntheticDataModule(train_size=32, val_size=16, test_size=16, batch_size=16)
     trainer = Trainer(
         accelerator="cpu",
@@ -72,7 +72,27 @@ def test_baselines_train_and_sweep(method, tmp_path):
         not torch.equal(p, before[n]) for n, p in module.named_parameters() if p.requires_grad
     )
     trainer.test(module, datamodule=data, verbose=False)
-    assert len(module.sweep_results) == 6
+    assert len(module.test_grid_results) == 6
+
+
+def test_deprecated_sweep_spelling_still_works_and_warns(tmp_path):
+    with pytest.deprecated_call(match="model.init_args.sweep is deprecated, use .*test_grid"):
+        module = CMPTModule(num_classes=6, sweep=SweepConfig(rates=[0.0, 1.0], types=["text"]))
+    assert SweepConfig is TestGrid
+    assert module.test_grid == TestGrid(rates=[0.0, 1.0], types=["text"])
+    data = SyntheticDataModule(train_size=16, val_size=16, test_size=16, batch_size=16)
+    trainer = Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.test(module, datamodule=data, verbose=False)
+    assert module.sweep_results is module.test_grid_results and len(module.sweep_results) == 2
+    assert (tmp_path / "sweep.csv").exists()
+    with pytest.raises(ValueError, match="keep only test_grid"):
+        CMPTModule(num_classes=6, sweep=TestGrid(), test_grid=TestGrid())
+    grid = TestGrid(rates=[0.5])
+    with pytest.deprecated_call(match="CMPTModule.sweep is deprecated"):
+        module.sweep = grid  # the attribute too
+    assert module.test_grid is grid and module.sweep is grid
 
 
 def test_unknown_method_and_bad_dropout():

@@ -112,8 +112,33 @@ def test_help_in_a_subprocess():
     top = subprocess.run(
         ["cmpt", "--help"], capture_output=True, text=True, timeout=120, check=False
     )
-    for command in ("cmpt data check", "cmpt sweep", "cmpt study"):
-        assert command in top.stdout
+    assert "{fit,validate,test,predict,sweep,study,data}" in top.stdout
+    for line in (
+        "run a grid of cmpt fit settings",
+        "CMPT against the baselines",
+        "cmpt data check",
+    ):
+        assert line in top.stdout, line
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        (["sweep", "run"], ["--grid", "--test_rates", "--dry_run", "--slurm.cpus_per_task"]),
+        (["sweep", "collect"], ["RUN_DIR", "--metric", "--seed_keys"]),
+        (["study"], ["--variants", "--train_rates", "--overrides", "--executor"]),
+        (["data", "check", "csv"], ["--root", "--data_file", "--label_separator"]),
+    ],
+)
+def test_every_command_has_generated_help_with_one_spelling(command, options, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for option in options:
+        assert option in text, option
+    flags = [w for w in text.split() if w.startswith("--")]
+    assert not [f for f in flags if "-" in f[2:].split("=")[0]], "flags are spelled with _"
 
 
 def test_demo_learns_well_above_chance(tmp_path):

@@ -1,6 +1,7 @@
 import torch
 
-from cmpt_lightning.metrics import EvalCollector, compute_metrics
+from cmpt_lightning import AvailabilityCase
+from cmpt_lightning.metrics import EvalCollector, availability_case, compute_metrics
 
 
 def test_collector_dedupes_padding_and_sorts_by_index():
@@ -26,3 +27,19 @@ def test_metrics_per_task():
         "binary", torch.tensor([[1.0], [-1.0], [2.0]]), torch.tensor([1, 0, 0]), 1
     )
     assert abs(binary["acc"] - 2 / 3) < 1e-6 and binary["auroc"] == 0.5
+
+
+def test_availability_case_masks():
+    img = torch.tensor([True, True, False, False])
+    txt = torch.tensor([True, False, True, False])
+    masks = availability_case(img, txt)
+    assert list(masks) == [
+        AvailabilityCase.COMPLETE,
+        AvailabilityCase.IMAGE_ONLY,
+        AvailabilityCase.TEXT_ONLY,
+    ]
+    assert [m.tolist() for m in masks.values()] == [
+        [True, False, False, False],
+        [False, True, False, False],
+        [False, False, True, False],
+    ]

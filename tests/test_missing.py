@@ -1,8 +1,17 @@
+import hashlib
+
 import pytest
 import torch
 
-from cmpt_lightning import MissingConfig, missing_mask
-from cmpt_lightning.missing import exact_floor, ranking
+from cmpt_lightning import AvailabilityCase, MissingConfig, MissingPlan, missing_mask
+from cmpt_lightning.missing import (
+    CASE_ORDER,
+    availability_counts,
+    case_index,
+    exact_floor,
+    rank_key,
+    ranking,
+)
 
 
 @pytest.mark.parametrize(
@@ -83,3 +92,74 @@ def test_config_validates_and_resamples():
     assert torch.equal(fixed.masks(50, epoch=0)[0], fixed.masks(50, epoch=3)[0])
     redraw = MissingConfig(rate=0.5, type="image", resample_each_epoch=True)
     assert not torch.equal(redraw.masks(50, epoch=0)[0], redraw.masks(50, epoch=3)[0])
+
+
+def test_rank_key_is_the_protocol_hash_and_orders_the_ranking():
+    assert rank_key("tt01", 3) == hashlib.blake2b(b"3:tt01", digest_size=8).digest()
+    assert rank_key("tt01", 3, epoch=2) == hashlib.blake2b(b"3:2:tt01", digest_size=8).digest()
+    keys = [f"s{i}" for i in range(50)]
+    expected = sorted(range(50), key=lambda i: (rank_key(keys[i], 5, 1), keys[i]))
+    assert ranking(keys, seed=5, epoch=1) == expected
+
+
+def test_draws_are_unchanged():
+    """Pinned draws: a change of the hash, the salt or the tie-break would move them."""
+    assert ranking(10, seed=0) == [3, 7, 9, 8, 5, 4, 2, 6, 0, 1]
+    assert ranking(["a", "b", "c", "d"], seed=3, epoch=2) == [3, 0, 1, 2]
+    img, txt = missing_mask(10, 0.5, "both", seed=7)
+    assert (~img).nonzero().flatten().tolist() == [1, 5]
+    assert (~txt).nonzero().flatten().tolist() == [2, 4, 6]
+
+
+# MM-IMDb's plots of one movie: 7 movies, 13 samples, shuffled
+GROUPED_IDS = [
+    "tt001#0", "tt005#1", "tt005#0", "tt002#2", "tt005#2", "tt001#1", "tt002#0",
+    "tt004#0", "tt004#1", "tt002#1", "tt000#0", "tt006#0", "tt003#0",
+]  # fmt: skip
+MOVIES = [sample.split("#")[0] for sample in GROUPED_IDS]
+
+
+@pytest.mark.parametrize(
+    "rate,kind,epoch,no_image,no_text",
+    [  # the draws of 0.1's MoviePlan on these ids (seed 2)
+        (0.5, "both", None, [11], [0, 1, 2, 4, 5]),
+        (0.3, "text", None, [], [1, 2, 4, 11]),
+        (1.0, "image", None, list(range(13)), []),
+        (0.5, "both", 3, [3, 6, 9], [7, 8, 11]),
+    ],
+)
+def test_grouped_plan_ranks_groups(rate, kind, epoch, no_image, no_text):
+    plan = MissingPlan(GROUPED_IDS, seed=2, epoch=epoch, groups=MOVIES)
+    img, txt = plan.masks(rate, kind)
+    assert len(plan) == len(img) == 13
+    assert (~img).nonzero().flatten().tolist() == no_image
+    assert (~txt).nonzero().flatten().tolist() == no_text
+    unique = list(dict.fromkeys(MOVIES))
+    movie_img, movie_txt = MissingPlan(unique, seed=2, epoch=epoch).masks(rate, kind)
+    rows = torch.tensor([unique.index(m) for m in MOVIES])
+    assert torch.equal(img, movie_img[rows]) and torch.equal(txt, movie_txt[rows])
+    missing_movies = {m for m, i, t in zip(MOVIES, img, txt, strict=True) if not (i and t)}
+    assert len(missing_movies) == exact_floor(7, rate)  # the rate counts movies
+
+
+def test_grouped_plan_needs_one_group_per_id():
+    with pytest.raises(ValueError, match="one group key per id: got 2 keys for 3 ids"):
+        MissingPlan(["a", "b", "c"], groups=["g", "g"])
+
+
+def test_case_index_and_counts():
+    img = torch.tensor([True, True, False, False, True])
+    txt = torch.tensor([True, False, True, False, True])
+    assert case_index(img, txt).tolist() == [0, 1, 2, -1, 0]
+    assert CASE_ORDER == (
+        AvailabilityCase.COMPLETE,
+        AvailabilityCase.IMAGE_ONLY,
+        AvailabilityCase.TEXT_ONLY,
+    )
+    assert availability_counts(img, txt) == {
+        "complete": 2,
+        "image_only": 1,
+        "text_only": 1,
+        "neither": 1,
+        "total": 5,
+    }

@@ -1,10 +1,12 @@
+import inspect
 import os
 
 import pytest
 import torch
+from jsonargparse import ArgumentParser
 from lightning.pytorch import Trainer, seed_everything
 
-from cmpt_lightning import CMPTLoss, CMPTModule, MissingConfig, SyntheticDataModule
+from cmpt_lightning import CMPTLoss, CMPTModel, CMPTModule, MissingConfig, SyntheticDataModule
 from cmpt_lightning.models.cmpt import CMPTFeatures, CMPTOutput
 
 
@@ -168,3 +170,38 @@ def test_head_learning_rate_scale(tmp_path):
     assert groups[1]["initial_lr"] == pytest.approx(10 * groups[0]["initial_lr"])
     with pytest.raises(ValueError, match="head_lr_scale must be > 0"):
         CMPTModule(num_classes=3, head_lr_scale=0.0)
+
+
+#: CMPTModel's settings that CMPTModule passes through with **kwargs
+FORWARDED = [
+    "pretrained",
+    "quick_gelu",
+    "init_seed",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "skip_absent",
+    "grad_checkpointing",
+    "compile_towers",
+]
+
+
+def test_forwarded_model_settings_are_typed_options_and_saved_with_defaults():
+    parser = ArgumentParser()
+    parser.add_class_arguments(CMPTModule, "model")
+    defaults = parser.get_defaults()
+    signature = inspect.signature(CMPTModel).parameters
+    actions = {a.dest: a for a in parser._actions}
+    for name in FORWARDED:
+        assert defaults[f"model.{name}"] == signature[name].default, name
+        assert actions[f"model.{name}"].help, f"{name} has no help"
+    assert parser.parse_args(["--model.lora_rank", "4"]).model.lora_rank == 4
+    with pytest.raises(SystemExit):  # a typed option: "x" is not an int
+        parser.parse_args(["--model.lora_rank", "x"])
+    hparams = CMPTModule(num_classes=3, lora_alpha=2.0).hparams
+    assert {name: hparams[name] for name in FORWARDED} == {
+        **{name: signature[name].default for name in FORWARDED},
+        "lora_alpha": 2.0,
+    }
+    with pytest.raises(TypeError, match=r"unknown arguments \['lora_rnak'\].*lora_rank"):
+        CMPTModule(num_classes=3, lora_rnak=2)

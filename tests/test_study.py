@@ -2,70 +2,90 @@ import csv
 from pathlib import Path
 
 import pytest
+import yaml
 
-from cmpt_lightning.main import main
-from cmpt_lightning.study import run_study
+from cmpt_lightning.study import VARIANTS, StudyGrid, run_study, study_grid
+from cmpt_lightning.sweep.grid import load_grid
+from tests.helpers import cmpt
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-TINY = [
-    "--data.init_args.train_size",
-    "48",
-    "--data.init_args.val_size",
-    "16",
-    "--data.init_args.test_size",
-    "24",
-    "--data.init_args.batch_size",
-    "16",
-    "--trainer.max_epochs",
-    "1",
-]
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "configs" / "demo.yaml"
+TINY = {
+    "data.init_args.train_size": 48,
+    "data.init_args.val_size": 16,
+    "data.init_args.test_size": 24,
+    "data.init_args.batch_size": 16,
+    "trainer.max_epochs": 1,
+}
 
 
 def test_study_end_to_end_and_resumable(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(
-            [
-                "study",
-                "--config",
-                str(DEMO),
-                "--out",
-                str(tmp_path),
-                "--seeds",
-                "0",
-                "1",
-                "--variants",
-                "cmpt",
-                "zero_fill",
-                "--train-rates",
-                "0.5",
-                "--test-rates",
-                "0",
-                "1",
-                "--",
-                *TINY,
-            ]
-        )
-    assert exc.value.code == 0
+    code = cmpt(
+        [
+            "study",
+            "--config", str(DEMO),
+            "--out", str(tmp_path),
+            "--seeds", "[0, 1]",
+            "--variants", "[cmpt, zero_fill]",
+            "--train_rates", "[0.5]",
+            "--test_rates", "[0, 1]",
+            "--overrides", yaml.safe_dump(TINY, default_flow_style=True),
+        ]
+    )  # fmt: skip
+    assert code == 0
     text = (tmp_path / "study.md").read_text()
     assert "| cmpt |" in text and "| zero_fill |" in text and "± " in text
     with (tmp_path / "study.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {r["variant"] for r in rows} == {"cmpt", "zero_fill"}
     assert all(r["seeds"] == "2" for r in rows) and len(rows) == 2 * 3 * 2
+    assert {r["train_rate"] for r in rows} == {"0.5"} and {r["metric"] for r in rows} == {"acc"}
     assert (tmp_path / "study.png").stat().st_size > 1000
+    # the study is a sweep: one cell per (variant, seed), collected by `cmpt sweep collect`
+    cells = sorted(p.name for p in tmp_path.iterdir() if (p / "DONE").is_file())
+    assert cells == [f"variant={v}__seed_everything={s}" for v in ("cmpt", "zero_fill")
+                     for s in (0, 1)]  # fmt: skip
+    assert (tmp_path / "results.csv").is_file()
     stamp = {p: p.stat().st_mtime for p in tmp_path.rglob("sweep.csv")}
-    run_study(
-        str(DEMO),
-        tmp_path,
-        variants=["cmpt", "zero_fill"],
-        seeds=[0, 1],
-        train_rates=[0.5],
-        test_rates=[0, 1],
-        extra=TINY,
-    )
+    study = StudyGrid(variants=["cmpt", "zero_fill"], seeds=[0, 1], train_rates=[0.5])
+    study.overrides = dict(TINY)
+    run_study(DEMO, tmp_path, study, test_rates=[0, 1])
     assert {p: p.stat().st_mtime for p in tmp_path.rglob("sweep.csv")} == stamp  # nothing re-run
 
 
-def test_study_rejects_unknown_variants(tmp_path):
+def test_the_0_1_spelling_of_study_still_works(tmp_path):
+    args = ["--data.init_args.train_size", "48", "--trainer.max_epochs", "1"]
+    with pytest.warns(FutureWarning, match="deprecated"):
+        code = cmpt(
+            ["study", "--config", str(DEMO), "--out", str(tmp_path), "--seeds", "0",
+             "--variants", "cmpt", "--train-rates", "0.5", "--test-rates", "0", "1",
+             "--dry_run", "--", *args]
+        )  # fmt: skip
+    assert code == 0
+    grid = load_grid(tmp_path / "grid.yaml")
+    assert grid.axes["trainer.max_epochs"] == [1] and grid.axes["seed_everything"] == [0]
+    assert grid.axes["data.init_args.train_size"] == [48] and grid.variants == {"cmpt": {}}
+
+
+def test_the_built_in_study_is_the_shipped_grid():
+    shipped = load_grid(ROOT / "configs" / "grids" / "study.yaml")
+    built_in = study_grid(StudyGrid())
+    assert shipped.variants == built_in.variants == VARIANTS
+    assert shipped.axes == built_in.axes
+
+
+def test_a_study_grid_file_with_its_own_variants(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "variants:\n  a: {}\n  b: {model.init_args.fusion: sum}\nseed_everything: [0]\n"
+    )
+    grid = study_grid(StudyGrid(grid=path, variants=["b"], seeds=[3]))
+    assert grid.variants == {"b": {"model.init_args.fusion": "sum"}}
+    assert grid.axes["seed_everything"] == [3]
+
+
+def test_study_rejects_unknown_variants(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown study variants"):
-        run_study(str(DEMO), tmp_path, variants=["magic"])
+        run_study(DEMO, tmp_path, StudyGrid(variants=["magic"]))
+    assert cmpt(["study", "--out", str(tmp_path), "--variants", "[magic]"]) == 2
+    assert "unknown study variants ['magic']" in capsys.readouterr().err

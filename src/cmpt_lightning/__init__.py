@@ -6,13 +6,16 @@ from .datamodules.food101 import Food101DataModule
 from .datamodules.hateful_memes import HatefulMemesDataModule
 from .datamodules.mmimdb import MMIMDbDataModule
 from .datamodules.synthetic import SyntheticDataModule
+from .evaluation import TestGrid
 from .losses import AlignLoss, CMPTLoss, LossParts
-from .missing import MissingConfig, MissingPlan, MissingType, SweepConfig, missing_mask
+from .missing import MissingConfig, MissingPlan, MissingType, missing_mask
 from .models.cmpt import CMPTFeatures, CMPTModel, CMPTOutput
 from .models.head import AvailabilityCase, Fusion, Method, ProxyTokenHead
 from .models.lora import LoRATargets
 from .module import CMPTModule
 from .tasks import Task
+
+SweepConfig = TestGrid  # deprecated: removed in 0.3
 
 __all__ = [
     "AlignLoss",
@@ -38,6 +41,7 @@ __all__ = [
     "SweepConfig",
     "SyntheticDataModule",
     "Task",
+    "TestGrid",
     "missing_mask",
 ]
 

@@ -19,6 +19,7 @@ from torchmetrics.functional.classification import (
     multilabel_f1_score,
 )
 
+from .missing import CASE_ORDER, case_index
 from .models.head import AvailabilityCase
 from .tasks import Task
 
@@ -94,12 +95,9 @@ def train_metric(task: Task | str, num_classes: int) -> torchmetrics.Metric:
 def availability_case(
     image_present: torch.Tensor, text_present: torch.Tensor
 ) -> dict[AvailabilityCase, torch.Tensor]:
-    """Bool masks [N] of the samples in each availability case."""
-    return {
-        AvailabilityCase.COMPLETE: image_present & text_present,
-        AvailabilityCase.IMAGE_ONLY: image_present & ~text_present,
-        AvailabilityCase.TEXT_ONLY: ~image_present & text_present,
-    }
+    """Bool masks [N] of the samples in each availability case (see :func:`case_index`)."""
+    case = case_index(image_present, text_present)
+    return {name: case == i for i, name in enumerate(CASE_ORDER)}
 
 
 class EvalCollector:

@@ -11,31 +11,39 @@ redraws). At rate r the first ``m = floor(n * r)`` samples of the ranking miss a
 Because the sets are prefixes of one ranking, counts are exact and sets are nested across rates
 (a sample missing at 0.5 is missing at 0.7, and keeps which modality it lacks). ``floor`` is
 computed in decimal arithmetic from the rate as written, so ``0.29 x 100`` is 29, not 28.
+A plan may rank groups of samples instead (MM-IMDb's movies): then the rate counts groups and
+every member of a group shares its masks.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from fractions import Fraction
 
 import torch
 
 from .choices import Choice
+from .models.head import AvailabilityCase
 
 __all__ = [
+    "CASE_ORDER",
     "MissingConfig",
     "MissingPlan",
     "MissingType",
-    "SweepConfig",
     "availability_counts",
+    "case_index",
     "combine_availability",
     "exact_floor",
     "missing_mask",
+    "rank_key",
     "ranking",
 ]
+
+#: The availability cases in the order of :func:`case_index` (and of stacked case logits).
+CASE_ORDER = (AvailabilityCase.COMPLETE, AvailabilityCase.IMAGE_ONLY, AvailabilityCase.TEXT_ONLY)
 
 
 class MissingType(Choice):
@@ -92,45 +100,75 @@ def _as_ids(ids: int | Sequence[int | str]) -> list[str]:
     return keys
 
 
+def rank_key(key: str, seed: int, epoch: int | None = None) -> bytes:
+    """The protocol's sort key of one id: BLAKE2b (8 bytes) of ``"seed:key"``.
+
+    With an epoch (per-epoch redraws) the hashed text is ``"seed:epoch:key"``.
+
+    Args:
+        key: the id, as a string.
+        seed: the protocol seed.
+        epoch: a training epoch, or None for the fixed draw.
+
+    Returns:
+        The 8-byte digest; sorting by it (ties by id) gives the protocol's order.
+    """
+    salt = f"{seed}:" if epoch is None else f"{seed}:{epoch}:"
+    return hashlib.blake2b((salt + key).encode(), digest_size=8).digest()
+
+
 def ranking(
     ids: int | Sequence[int | str], *, seed: int = 0, epoch: int | None = None
 ) -> list[int]:
-    """Positions of ``ids`` in the protocol's order (hash of seed, epoch and id; ties by id)."""
+    """Positions of ``ids`` in the protocol's order (:func:`rank_key` of each id; ties by id)."""
     keys = _as_ids(ids)
-    salt = f"{seed}:" if epoch is None else f"{seed}:{epoch}:"
-
-    def digest(key: str) -> bytes:
-        return hashlib.blake2b((salt + key).encode(), digest_size=8).digest()
-
-    return sorted(range(len(keys)), key=lambda i: (digest(keys[i]), keys[i]))
+    digests = [rank_key(key, seed, epoch) for key in keys]
+    return sorted(range(len(keys)), key=lambda i: (digests[i], keys[i]))
 
 
-def _parse_type(missing_type: MissingType | str) -> MissingType:
-    try:
-        return MissingType(missing_type)
-    except ValueError:
-        options = ", ".join(t.value for t in MissingType)
-        msg = f"unknown missing type {missing_type!r}; choose one of: {options}"
-        raise ValueError(msg) from None
+def _group_rows(groups: Sequence[int | str], n: int) -> tuple[list[str], torch.Tensor]:
+    """The unique group keys (first-seen order) and, per sample, the position of its group."""
+    keys = [str(g) for g in groups]
+    if len(keys) != n:
+        msg = f"groups must give one group key per id: got {len(keys)} keys for {n} ids"
+        raise ValueError(msg)
+    unique = list(dict.fromkeys(keys))
+    position = {key: i for i, key in enumerate(unique)}
+    return unique, torch.tensor([position[key] for key in keys], dtype=torch.long)
 
 
 class MissingPlan:
     """One ranking of a split's samples, from which the masks of any (rate, type) follow.
 
-    Ranking is the only costly step (a hash per sample); every cell of a sweep over rates and
-    types reuses it, and :func:`missing_mask` is this plan used once.
+    Ranking is the only costly step (a hash per sample); every cell of a test grid over rates
+    and types reuses it, and :func:`missing_mask` is this plan used once.
+
+    With ``groups`` the protocol ranks the groups instead (e.g. the movies of MM-IMDb, whose
+    plots are separate samples): the rate counts groups, ``floor(n_groups * rate)`` of them
+    miss a modality, and every member of a group shares its group's masks.
 
     Args:
         ids: a sample count ``n`` or the samples' unique ids (int or str).
         seed: the protocol seed.
         epoch: a training epoch for per-epoch redraws; None for the fixed draw.
+        groups: None, or one group key (int or str) per id: rank the unique groups, not the ids.
     """
 
     def __init__(
-        self, ids: int | Sequence[int | str], *, seed: int = 0, epoch: int | None = None
+        self,
+        ids: int | Sequence[int | str],
+        *,
+        seed: int = 0,
+        epoch: int | None = None,
+        groups: Sequence[int | str] | None = None,
     ) -> None:
         self.ids = _as_ids(ids)
-        self.order = torch.tensor(ranking(self.ids, seed=seed, epoch=epoch), dtype=torch.long)
+        units = self.ids
+        self.rows: torch.Tensor | None = None  # per sample, its group's position in `units`
+        if groups is not None:
+            units, self.rows = _group_rows(groups, len(self.ids))
+        self.units = len(units)
+        self.order = torch.tensor(ranking(units, seed=seed, epoch=epoch), dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -141,22 +179,23 @@ class MissingPlan:
         """``(image_present, text_present)`` at this rate and type, in the order of the ids."""
         rate = _check_fraction("missing rate", rate)
         both_ratio = _check_fraction("both_ratio", both_ratio)
-        kind = _parse_type(missing_type)
-        n = len(self.ids)
+        kind = MissingType(missing_type)
+        n = self.units  # samples, or groups
         image_present = torch.ones(n, dtype=torch.bool)
         text_present = torch.ones(n, dtype=torch.bool)
-        if kind is MissingType.NONE or n == 0:
-            return image_present, text_present
-        m = exact_floor(n, rate)
-        chosen = self.order[:m]
-        if kind is MissingType.TEXT:
-            text_present[chosen] = False
-        elif kind is MissingType.IMAGE:
-            image_present[chosen] = False
-        else:
-            loses_image = _loses_image(m, both_ratio)
-            image_present[chosen[loses_image]] = False
-            text_present[chosen[~loses_image]] = False
+        if kind is not MissingType.NONE and n > 0:
+            m = exact_floor(n, rate)
+            chosen = self.order[:m]
+            if kind is MissingType.TEXT:
+                text_present[chosen] = False
+            elif kind is MissingType.IMAGE:
+                image_present[chosen] = False
+            else:
+                loses_image = _loses_image(m, both_ratio)
+                image_present[chosen[loses_image]] = False
+                text_present[chosen[~loses_image]] = False
+        if self.rows is not None:  # from groups to their members, shape = [len(ids)]
+            return image_present[self.rows], text_present[self.rows]
         return image_present, text_present
 
 
@@ -189,7 +228,7 @@ def missing_mask(
     """
     rate = _check_fraction("missing rate", rate)
     both_ratio = _check_fraction("both_ratio", both_ratio)
-    kind = _parse_type(missing_type)
+    kind = MissingType(missing_type)
     plan = MissingPlan(ids, seed=seed, epoch=epoch)
     return plan.masks(rate, kind, both_ratio=both_ratio)
 
@@ -217,16 +256,30 @@ def combine_availability(
     return image, text, spared
 
 
+def case_index(image_present: torch.Tensor, text_present: torch.Tensor) -> torch.Tensor:
+    """Each sample's availability case, as its position in :data:`CASE_ORDER`.
+
+    Args:
+        image_present: bool [N].
+        text_present: bool [N].
+
+    Returns:
+        Long [N]: 0 complete, 1 image only (text missing), 2 text only (image missing), -1 for
+        a sample with neither modality.
+    """
+    img, txt = image_present.bool(), text_present.bool()
+    case = torch.where(txt, 2, -1)  # text only, or neither
+    case = torch.where(img, torch.where(txt, 0, 1), case)  # complete, or image only
+    return case.long()
+
+
 def availability_counts(image_present: torch.Tensor, text_present: torch.Tensor) -> dict[str, int]:
     """Number of samples per availability case (and with neither modality)."""
-    img, txt = image_present, text_present
-    return {
-        "complete": int((img & txt).sum()),
-        "image_only": int((img & ~txt).sum()),
-        "text_only": int((~img & txt).sum()),
-        "neither": int((~img & ~txt).sum()),
-        "total": int(img.numel()),
-    }
+    case = case_index(image_present, text_present)
+    counts = {name.value: int((case == i).sum()) for i, name in enumerate(CASE_ORDER)}
+    counts["neither"] = int((case < 0).sum())
+    counts["total"] = int(case.numel())
+    return counts
 
 
 @dataclass
@@ -251,7 +304,7 @@ class MissingConfig:
     def __post_init__(self) -> None:
         self.rate = _check_fraction("missing rate", self.rate)
         self.both_ratio = _check_fraction("both_ratio", self.both_ratio)
-        self.type = _parse_type(self.type).value
+        self.type = MissingType(self.type).value
 
     @property
     def missing_type(self) -> MissingType:
@@ -270,37 +323,3 @@ class MissingConfig:
             seed=self.seed,
             epoch=epoch if self.resample_each_epoch else None,
         )
-
-
-#: The sweep's default rates: 0, 0.1, ..., 1.0.
-DEFAULT_RATES = [round(0.1 * i, 1) for i in range(11)]
-
-
-@dataclass
-class SweepConfig:
-    """A grid of test-time (missing rate, missing type) cells, evaluated from one pass.
-
-    Attributes:
-        rates: missing rates to evaluate, each in [0, 1].
-        types: missing types to evaluate (``text``, ``image``, ``both``, ``none``).
-        both_ratio: with ``both``, the fraction of missing samples that lose the image; None
-            takes the data module's ``eval_missing.both_ratio``.
-        seed: the protocol seed; None takes the data module's ``eval_missing.seed``.
-    """
-
-    rates: list[float] = field(default_factory=lambda: list(DEFAULT_RATES))
-    types: list[str] = field(default_factory=lambda: ["text", "image", "both"])
-    both_ratio: float | None = None
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.rates:
-            msg = "sweep.rates is empty; give at least one missing rate, e.g. [0, 0.5, 1]"
-            raise ValueError(msg)
-        if not self.types:
-            msg = "sweep.types is empty; give at least one of text, image, both"
-            raise ValueError(msg)
-        self.rates = [_check_fraction("sweep rate", r) for r in self.rates]
-        self.types = [_parse_type(t).value for t in self.types]
-        if self.both_ratio is not None:
-            self.both_ratio = _check_fraction("sweep.both_ratio", self.both_ratio)

@@ -2,44 +2,52 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import replace
+import inspect
+from enum import Enum
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_deprecation, rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
-from .datamodules.base import CMPTDataModule
-from .datamodules.loaders import ResumableDataLoader
+from .evaluation import TestGrid, one_pass, write_sweep
 from .losses import AlignLoss, CMPTLoss
 from .metrics import EvalCollector, availability_case, compute_metrics, train_metric
-from .missing import SweepConfig
 from .models.cmpt import CMPTModel, CMPTOutput
 from .models.head import Fusion, Method
 from .models.lora import LoRATargets
-from .sweep.onepass import CASE_ORDER, evaluate_cells, select_case_logits, write_sweep
+from .schedules import WarmupCosine
 from .tasks import Task
 
-__all__ = ["CMPTModule", "WarmupCosine"]
+__all__ = ["CMPTModule"]
+
+#: CMPTModel's settings that CMPTModule takes as its own arguments (the others pass through).
+_OWN_MODEL_ARGS = ("clip", "num_classes", "lora_targets", "fusion", "method")
 
 
-class WarmupCosine:
-    """Linear warm-up over ``warmup_steps`` then cosine decay to zero at ``total_steps``."""
+def _model_settings(given: dict[str, Any]) -> dict[str, Any]:
+    """CMPTModel's keyword settings: its defaults, updated with ``given``, enums as strings.
 
-    def __init__(self, warmup_steps: int, total_steps: int) -> None:
-        self.warmup_steps = max(0, warmup_steps)
-        self.total_steps = max(1, total_steps)
-
-    def __call__(self, step: int) -> float:
-        """The learning-rate factor at ``step``."""
-        if step < self.warmup_steps:
-            return (step + 1) / (self.warmup_steps + 1)
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    Every setting is filled in (not only the given ones) so that the hyper-parameters saved in
+    a checkpoint rebuild the same model even if a default changes later.
+    """
+    params = inspect.signature(CMPTModel).parameters
+    defaults = {
+        name: p.default
+        for name, p in params.items()
+        if p.kind is p.KEYWORD_ONLY and name not in _OWN_MODEL_ARGS
+    }
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        msg = (
+            f"CMPTModule got unknown arguments {unknown}; besides its own, it accepts the "
+            f"settings of CMPTModel: {', '.join(defaults)}"
+        )
+        raise TypeError(msg)
+    settings = {**defaults, **given}
+    return {k: v.value if isinstance(v, Enum) else v for k, v in settings.items()}
 
 
 class CMPTModule(LightningModule):
@@ -58,13 +66,6 @@ class CMPTModule(LightningModule):
         task: ``multiclass``, ``multilabel`` or ``binary`` (linked from the data module).
         clip: open_clip architecture, e.g. ``ViT-B-16``; ``cmpt-tiny`` is the package's tiny
             test model.
-        pretrained: open_clip pretrained tag (``openai``), a local weights file, or null for
-            random weights.
-        quick_gelu: force QuickGELU on or off; null decides from the weights (OpenAI: on).
-        init_seed: seed of all random initialisation (towers without weights, adapters, head).
-        lora_rank: LoRA rank r (0: no adapters).
-        lora_alpha: LoRA scaling numerator; the update is ``(alpha / r) B A``.
-        lora_dropout: dropout on the adapters' input.
         lora_targets: ``qv``, ``qkv`` or ``all`` (adds attention output and MLP linears).
         fusion: ``gated``, ``concat`` or ``sum``.
         method: ``cmpt`` (the method), or a baseline in the same harness: ``zero_fill`` (an
@@ -79,9 +80,6 @@ class CMPTModule(LightningModule):
         align_loss: ``mse`` or ``cosine``.
         align_detach: stop the gradient through the real embeddings in the alignment loss.
         label_smoothing: label smoothing of the multiclass cross-entropy.
-        skip_absent: in training, run each tower only on samples that have its input.
-        grad_checkpointing: recompute tower activations in the backward pass (less memory).
-        compile_towers: run the towers through ``torch.compile`` (measured in BENCHMARKS.md).
         optimizer: optimizer factory, called with the trainable parameters.
         lr_scheduler: scheduler factory, called with the optimizer and stepped every step; null
             for linear warm-up over ``warmup_ratio`` of the steps then cosine decay.
@@ -89,9 +87,15 @@ class CMPTModule(LightningModule):
         head_lr_scale: the learning rate of the head (proxy tokens, their output maps, fusion,
             classifier) as a multiple of the optimizer's; > 1 helps the identity-initialised
             output maps catch up with the alignment target (see docs/results/README.md).
-        sweep: at test time, also evaluate every (missing rate, missing type) cell of this grid
-            from the same single pass, and write ``sweep.csv``, ``sweep.json`` and ``sweep.png``
-            to the run directory; each cell equals a test run configured with that cell.
+        test_grid: at test time, also evaluate every (missing rate, missing type) cell of this
+            grid from the same single pass, and write ``sweep.csv``, ``sweep.json`` and
+            ``sweep.png`` to the run directory; each cell equals a test run configured with that
+            cell.
+        sweep: deprecated alias of ``test_grid``, removed in 0.3.
+        **kwargs: the other settings of :class:`~cmpt_lightning.models.CMPTModel`, passed
+            through: ``pretrained``, ``quick_gelu``, ``init_seed``, ``lora_rank``,
+            ``lora_alpha``, ``lora_dropout``, ``skip_absent``, ``grad_checkpointing``,
+            ``compile_towers``; all are saved in the hyper-parameters, defaults included.
     """
 
     def __init__(
@@ -99,12 +103,6 @@ class CMPTModule(LightningModule):
         num_classes: int = 2,
         task: Task | str = "multiclass",
         clip: str = "cmpt-tiny",
-        pretrained: str | None = None,
-        quick_gelu: bool | None = None,
-        init_seed: int = 0,
-        lora_rank: int = 1,
-        lora_alpha: float = 1.0,
-        lora_dropout: float = 0.0,
         lora_targets: LoRATargets | str = "qv",
         fusion: Fusion | str = "gated",
         method: Method | str = "cmpt",
@@ -113,43 +111,47 @@ class CMPTModule(LightningModule):
         align_loss: AlignLoss | str = "mse",
         align_detach: bool = True,
         label_smoothing: float = 0.0,
-        skip_absent: bool = True,
-        grad_checkpointing: bool = False,
-        compile_towers: bool = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         warmup_ratio: float = 0.05,
         head_lr_scale: float = 1.0,
-        sweep: SweepConfig | None = None,
+        test_grid: TestGrid | None = None,
+        sweep: TestGrid | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
         # plain strings in the hparams, so checkpoints load with torch.load(weights_only=True)
         task, lora_targets = Task(task).value, LoRATargets(lora_targets).value
         fusion, align_loss = Fusion(fusion).value, AlignLoss(align_loss).value
         method = Method(method).value
+        kwargs = _model_settings(kwargs)  # every setting in the hparams, defaults included
         if modality_dropout is None:
             modality_dropout = 0.3 if method == Method.MODALITY_DROPOUT.value else 0.0
         if not 0.0 <= modality_dropout <= 1.0:
             msg = f"modality_dropout must be in [0, 1], got {modality_dropout!r}"
             raise ValueError(msg)
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "sweep"])
+        if sweep is not None:
+            if test_grid is not None:
+                msg = (
+                    "both model.init_args.test_grid and its deprecated alias "
+                    "model.init_args.sweep are given; keep only test_grid"
+                )
+                raise ValueError(msg)
+            rank_zero_deprecation(
+                "model.init_args.sweep is deprecated, use model.init_args.test_grid "
+                "(sweep is removed in 0.3)"
+            )
+            test_grid = sweep
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "test_grid", "sweep"])
         self.task = Task(task)
         self.num_classes = num_classes
         self.model = CMPTModel(
             clip,
             self.task.num_outputs(num_classes),
-            pretrained=pretrained,
-            quick_gelu=quick_gelu,
-            init_seed=init_seed,
-            lora_rank=lora_rank,
-            lora_alpha=lora_alpha,
-            lora_dropout=lora_dropout,
             lora_targets=lora_targets,
             fusion=fusion,
             method=method,
-            skip_absent=skip_absent,
-            grad_checkpointing=grad_checkpointing,
-            compile_towers=compile_towers,
+            **kwargs,
         )
         self.method = Method(method)
         self.modality_dropout = modality_dropout
@@ -172,8 +174,23 @@ class CMPTModule(LightningModule):
         self.head_lr_scale = head_lr_scale
         self.train_metric = train_metric(self.task, num_classes)
         self.collectors = {"val": EvalCollector(), "test": EvalCollector()}
-        self.sweep = sweep
-        self.sweep_results: list[dict[str, Any]] = []
+        self.test_grid = test_grid
+        self.test_grid_results: list[dict[str, Any]] = []
+
+    @property
+    def sweep_results(self) -> list[dict[str, Any]]:
+        """Deprecated alias of :attr:`test_grid_results` (the cells of the last test grid)."""
+        return self.test_grid_results
+
+    @property
+    def sweep(self) -> TestGrid | None:
+        """Deprecated alias of :attr:`test_grid`."""
+        return self.test_grid
+
+    @sweep.setter
+    def sweep(self, grid: TestGrid | None) -> None:
+        rank_zero_deprecation("CMPTModule.sweep is deprecated, use CMPTModule.test_grid")
+        self.test_grid = grid
 
     @property
     def monitor(self) -> str:
@@ -196,14 +213,15 @@ class CMPTModule(LightningModule):
         create the training iterator before the checkpoint's loop progress is restored; with
         DataLoader workers that iterator has already drawn indices for the wrong position. A
         :class:`~cmpt_lightning.datamodules.loaders.ResumableDataLoader` reads the restored
-        epoch and position when it is iterated again, here.
+        epoch and position when it is iterated again, here (any loader with a
+        ``resume_offset`` is taken for one).
         """
         loop = self.trainer.fit_loop
         fetcher = getattr(loop, "_data_fetcher", None)
         loader = getattr(loop, "_combined_loader", None)
         if not loop.restarting or fetcher is None or loader is None:
             return
-        if any(isinstance(dl, ResumableDataLoader) for dl in loader.flattened):
+        if any(getattr(dl, "resume_offset", None) is not None for dl in loader.flattened):
             iter(fetcher)
 
     def drop_modalities(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -243,10 +261,9 @@ class CMPTModule(LightningModule):
         return logits.squeeze(-1) if self.task is Task.BINARY else logits
 
     def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
-        sweeping = stage == "test" and self.sweep is not None
         extra: dict[str, torch.Tensor] = {}
-        if sweeping:
-            output, extra = self._sweep_forward(batch)
+        if stage == "test" and self.test_grid is not None:
+            output, extra = one_pass(self.model, batch)  # every case, from one encoding
         else:
             output = self(batch)
         parts = self.loss(output, batch["label"])
@@ -261,24 +278,6 @@ class CMPTModule(LightningModule):
             **extra,
         )
 
-    def _sweep_forward(self, batch: dict[str, Any]) -> tuple[CMPTOutput, dict[str, torch.Tensor]]:
-        """Encode with every available modality; the configured cell's logits are a selection."""
-        image_available = batch.get("image_available", batch["image_present"])
-        text_available = batch.get("text_available", batch["text_present"])
-        features = self.model.encode(batch["image"], batch["text"], image_available, text_available)
-        cases = self.model.case_logits(features)
-        case_logits = torch.stack([cases[c] for c in CASE_ORDER], dim=1)  # shape = [B, 3, C]
-        logits = select_case_logits(case_logits, batch["image_present"], batch["text_present"])
-        seen = replace(
-            features, image_present=batch["image_present"], text_present=batch["text_present"]
-        )
-        extra = {
-            "case_logits": case_logits.float(),
-            "image_available": image_available,
-            "text_available": text_available,
-        }
-        return CMPTOutput(logits=logits, features=seen), extra
-
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Evaluate a validation batch (metrics are computed at the epoch's end)."""
         self._eval_step("val", batch)
@@ -290,14 +289,14 @@ class CMPTModule(LightningModule):
     def evaluation_metrics(self, stage: str) -> dict[str, float]:
         """Exact metrics of the epoch's collected samples, overall and per availability case.
 
-        With a :attr:`sweep` at test time, also evaluates and writes the sweep's cells.
+        With a :attr:`test_grid` at test time, also evaluates and writes the grid's cells.
         """
         data = self.collectors[stage].compute(self.all_gather, self.trainer.world_size)
         self.collectors[stage].reset()
         if not data:
             return {}
-        if stage == "test" and self.sweep is not None:
-            self._run_sweep(data)
+        if stage == "test" and self.test_grid is not None:
+            self._run_test_grid(self.test_grid, data)
         overall = compute_metrics(self.task, data["logits"], data["label"], self.num_classes)
         metrics = {f"{stage}/{k}": v for k, v in overall.items()}
         metrics[f"{stage}/score"] = overall[self.task.main_metric]  # task-agnostic monitor
@@ -310,39 +309,15 @@ class CMPTModule(LightningModule):
             metrics[f"{stage}/count_{case.value}"] = float(rows.sum())
         return metrics
 
-    def _run_sweep(self, data: dict[str, torch.Tensor]) -> None:
-        assert self.sweep is not None  # checked by the caller
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not isinstance(datamodule, CMPTDataModule):
-            msg = (
-                "the one-pass sweep needs a cmpt_lightning data module (it ranks the test split's "
-                f"sample ids with the protocol), got {type(datamodule).__name__}"
-            )
-            raise TypeError(msg)
-        seed = datamodule.eval_missing.seed if self.sweep.seed is None else self.sweep.seed
-        both_ratio = self.sweep.both_ratio
-        if both_ratio is None:
-            both_ratio = datamodule.eval_missing.both_ratio
-        self.sweep_results = evaluate_cells(
-            self.task,
-            self.num_classes,
-            data["case_logits"],
-            data["label"],
-            data["index"],
-            data["image_available"].bool(),
-            data["text_available"].bool(),
-            datamodule.plan("test", seed),
-            self.sweep.rates,
-            self.sweep.types,
-            both_ratio,
-        )
+    def _run_test_grid(self, grid: TestGrid, data: dict[str, torch.Tensor]) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        cells, settings = grid.evaluate(data, dm, task=self.task, num_classes=self.num_classes)
+        self.test_grid_results = cells
         directory = self.trainer.log_dir or self.trainer.default_root_dir  # a collective: all ranks
         if self.trainer.is_global_zero:
-            settings = {"seed": seed, "both_ratio": both_ratio, "samples": len(data["index"])}
-            paths = write_sweep(
-                self.sweep_results, directory, main_metric=self.task.main_metric, settings=settings
-            )
-            rank_zero_info(f"sweep written to {', '.join(str(p) for p in paths.values())}")
+            metric = self.task.main_metric
+            paths = write_sweep(cells, directory, main_metric=metric, settings=settings)
+            rank_zero_info(f"test grid written to {', '.join(str(p) for p in paths.values())}")
 
     def _log_eval(self, stage: str) -> None:
         metrics = self.evaluation_metrics(stage)

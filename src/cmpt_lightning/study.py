@@ -1,171 +1,186 @@
 """``cmpt study``: CMPT against the baselines on the same data, masks and metrics.
 
-Trains every method variant for several seeds under one or more training regimes (training
-missing rates), evaluates each with the one-pass sweep over test-time missing rates and types,
-and writes ``study.csv`` (every cell, mean and std over seeds), ``study.md`` (the tables) and
-``study.png`` (the main metric against the test missing rate, per method). A finished run is
-kept (``DONE``), so an interrupted study continues where it stopped.
+A study is a sweep (:mod:`cmpt_lightning.sweep`) over a grid with named variants, one per
+compared method, crossed with training regimes (training missing rates, type ``both``) and
+seeds. It runs through the same runner as ``cmpt sweep run`` (so ``--executor slurm`` scales it
+to a cluster, and a re-run continues where an interrupted study stopped), is aggregated by the
+same ``collect`` (mean and std over seeds), and then written as ``study.csv`` (every cell),
+``study.md`` (the tables) and ``study.png`` (the main metric against the test missing rate, per
+method). The grid it ran is kept as ``grid.yaml`` in the study directory.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import statistics
-from collections import defaultdict
-from collections.abc import Sequence
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .missing import DEFAULT_RATES
+import yaml
+from jsonargparse import ArgumentParser, Namespace
 
-__all__ = ["VARIANTS", "main", "run_study", "summarize_study"]
+from .cli import Command, rename_flags, user_error
+from .sweep.collect import SweepResults, collect_sweep
+from .sweep.command import add_launch_arguments, launch_settings
+from .sweep.grid import VARIANT, Grid, load_grid
+from .sweep.launch import launch_sweep
 
-#: The compared methods: name -> CLI overrides of the base config.
-VARIANTS: dict[str, list[str]] = {
-    "cmpt": [],
-    "cmpt_no_align": ["--model.init_args.align_weight", "0"],
-    "zero_fill": ["--model.init_args.method", "zero_fill"],
-    "learned_token": ["--model.init_args.method", "learned_token"],
-    "modality_dropout": ["--model.init_args.method", "modality_dropout"],
+__all__ = ["VARIANTS", "StudyGrid", "run_study", "study_command", "study_grid", "summarize_study"]
+
+#: The compared methods: variant name -> its overrides of the base config.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "cmpt": {},
+    "cmpt_no_align": {"model.init_args.align_weight": 0.0},
+    "zero_fill": {"model.init_args.method": "zero_fill"},
+    "learned_token": {"model.init_args.method": "learned_token"},
+    "modality_dropout": {"model.init_args.method": "modality_dropout"},
 }
+
+TRAIN_RATE = "data.init_args.train_missing.rate"
+TRAIN_TYPE = "data.init_args.train_missing.type"
+SEED = "seed_everything"
+TEST_TYPES = ["text", "image", "both"]
 
 _CASES = {"complete": ("both", 0.0), "text missing": ("text", 1.0), "image missing": ("image", 1.0)}
 
 
-def _fit_and_sweep(run_dir: Path, config: str, args: list[str]) -> Path:
-    from .main import main
+@dataclass
+class StudyGrid:
+    """What a study compares: which variants, under which training regimes, over which seeds.
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    logger = json.dumps({"class_path": "CSVLogger", "init_args": {"save_dir": str(run_dir)}})
-    try:
-        main(
-            [
-                "fit", "--config", config, *args,
-                "--trainer.default_root_dir", str(run_dir),
-                "--trainer.logger", logger,
-                "--trainer.enable_progress_bar", "false",
-                "--test_after_fit", "true",
-            ]
-        )  # fmt: skip
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            msg = f"the study run in {run_dir} failed with status {exit_.code} (args: {args})"
-            raise RuntimeError(msg) from exit_
-    sweeps = sorted(run_dir.rglob("sweep.csv"), key=lambda p: p.stat().st_mtime)
-    if not sweeps:
-        msg = f"the study run in {run_dir} wrote no sweep.csv"
-        raise RuntimeError(msg)
-    return sweeps[-1]
+    Attributes:
+        grid: a study grid file (``variants:`` and axes, like a sweep's grid); None: the
+            built-in one (the five methods of :data:`VARIANTS`, training rates 0 and 0.7 of
+            type ``both``, seeds 0, 1, 2).
+        variants: keep only these variants (None: all of the grid's).
+        seeds: values of ``seed_everything`` (None: the grid's).
+        train_rates: training missing rates, type ``both`` (None: the grid's).
+        overrides: fixed overrides of every run, dotted config key -> value, e.g.
+            ``{"trainer.max_epochs": 2}``.
+    """
+
+    grid: Path | None = None
+    variants: list[str] | None = None
+    seeds: list[int] | None = None
+    train_rates: list[float] | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def study_grid(study: StudyGrid) -> Grid:
+    """The sweep grid of a study: the grid file (or built-in grid) narrowed as asked.
+
+    Raises:
+        ValueError: for an unknown variant, or an empty selection.
+    """
+    if study.grid is not None:
+        base = load_grid(study.grid)
+        variants = dict(base.variants or {"base": {}})
+        axes = {k: v for k, v in base.axes.items() if k != VARIANT}
+    else:
+        variants = dict(VARIANTS)
+        axes = {TRAIN_RATE: [0.0, 0.7], TRAIN_TYPE: ["both"], SEED: [0, 1, 2]}
+    if study.variants is not None:
+        unknown = [v for v in study.variants if v not in variants]
+        if unknown or not study.variants:
+            msg = f"unknown study variants {unknown}; choose from {list(variants)}"
+            raise ValueError(msg)
+        variants = {name: variants[name] for name in study.variants}
+    if study.train_rates is not None:
+        axes[TRAIN_RATE] = list(study.train_rates)
+        axes.setdefault(TRAIN_TYPE, ["both"])
+    if study.seeds is not None:
+        axes[SEED] = list(study.seeds)
+    axes.update({key: [value] for key, value in study.overrides.items()})
+    return Grid(axes=axes, variants=variants)
+
+
+def _write_grid(grid: Grid, path: Path) -> None:
+    axes = {k: v for k, v in grid.axes.items() if k != VARIANT}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump({"variants": grid.variants, **axes}, sort_keys=False)
+    path.write_text("# the grid of a cmpt study (written by cmpt study)\n" + text)
 
 
 def run_study(
-    config: str,
+    configs: str | Path | Sequence[str | Path],
     out: str | Path,
-    *,
-    variants: Sequence[str] = tuple(VARIANTS),
-    seeds: Sequence[int] = (0, 1, 2),
-    train_rates: Sequence[float] = (0.0, 0.7),
-    test_rates: Sequence[float] = tuple(DEFAULT_RATES),
-    extra: Sequence[str] = (),
-) -> Path:
-    """Train and evaluate every (training rate, variant, seed), then summarize.
+    study: StudyGrid | None = None,
+    **launch: Any,
+) -> Path | None:
+    """Run (or continue) a study through the sweep runner, then summarize it.
 
     Args:
-        config: the base ``cmpt fit`` config (e.g. ``configs/demo.yaml``).
+        configs: the base ``cmpt fit`` config(s), e.g. ``configs/demo.yaml``.
         out: the study directory.
-        variants: names from :data:`VARIANTS`.
-        seeds: values of ``seed_everything`` (data order, modality dropout).
-        train_rates: training missing rates (type ``both``), one regime each.
-        test_rates: the one-pass sweep's test missing rates (types text, image, both).
-        extra: further CLI overrides for every run (e.g. smaller data for a quick look).
+        study: the variants, regimes, seeds and overrides (default: the built-in study).
+        **launch: options of :class:`~cmpt_lightning.sweep.plan.SweepSettings` (``executor``,
+            ``test_rates``, ``parallelism``, ``time``, ``slurm``, ``dry_run``, ``wait``);
+            the executor defaults to ``debug`` (in this process, one run after the other).
 
     Returns:
-        The path of ``study.md``.
+        The path of ``study.md``; None after a dry run or while runs are still queued.
+
+    Raises:
+        RuntimeError: when a run failed (re-running the same study retries it).
     """
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        msg = f"unknown study variants {unknown}; choose from {list(VARIANTS)}"
-        raise ValueError(msg)
-    if not seeds or not variants or not train_rates:
-        msg = "a study needs at least one variant, one seed and one training rate"
-        raise ValueError(msg)
     out = Path(out)
-    records = []
-    for rate in train_rates:
-        for variant in variants:
-            for seed in seeds:
-                run_dir = out / f"train_rate={rate:g}" / variant / f"seed={seed}"
-                done = run_dir / "DONE"
-                if done.is_file():
-                    sweep = Path(done.read_text().strip())
-                else:
-                    args = [
-                        *VARIANTS[variant],
-                        "--seed_everything", str(seed),
-                        "--data.init_args.train_missing.rate", str(rate),
-                        "--data.init_args.train_missing.type", "both",
-                        "--model.init_args.sweep.rates", json.dumps(list(test_rates)),
-                        "--model.init_args.sweep.types", "[text, image, both]",
-                        *extra,
-                    ]  # fmt: skip
-                    sweep = _fit_and_sweep(run_dir, config, args)
-                    done.write_text(f"{sweep}\n")
-                records.append(
-                    {"train_rate": rate, "variant": variant, "seed": seed, "sweep": str(sweep)}
-                )
-    (out / "runs.json").write_text(json.dumps(records, indent=2) + "\n")
+    grid = study_grid(study or StudyGrid())
+    grid_file = out / "grid.yaml"
+    _write_grid(grid, grid_file)
+    paths = [configs] if isinstance(configs, str | Path) else list(configs)
+    launch.setdefault("executor", "debug")
+    launch.setdefault("test_types", list(TEST_TYPES))
+    settings = launch_settings({"config": paths, **launch}, grid=grid_file, out=out)
+    report = launch_sweep(settings)
+    if report.failures:
+        msg = f"{len(report.failures)} run(s) of the study failed:\n{report.summary()}"
+        raise RuntimeError(msg)
+    if settings.dry_run or report.in_progress or not settings.waits:
+        return None
     return summarize_study(out)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def summarize_study(out: str | Path) -> Path:
-    """Aggregate a study directory (its ``runs.json``) into study.csv, study.md and study.png.
-
-    Args:
-        out: the study directory written by :func:`run_study`.
-
-    Returns:
-        The path of ``study.md``.
-    """
-    out = Path(out)
-    runs_file = out / "runs.json"
-    if not runs_file.is_file():
-        msg = f"{runs_file} does not exist; run the study first (cmpt study --out {out})"
-        raise FileNotFoundError(msg)
-    runs = json.loads(runs_file.read_text())
-    values: dict[tuple[float, str, str, float, str], list[float]] = defaultdict(list)
-    metric = ""
-    for run in runs:
-        with Path(run["sweep"]).open() as f:
-            for row in csv.DictReader(f):
-                if not metric:
-                    metric = next(k for k in row if k not in ("type", "rate"))
-                key = (run["train_rate"], run["variant"], row["type"], float(row["rate"]), metric)
-                values[key].append(float(row[metric]))
-    rows: list[dict[str, Any]] = []
-    for (train_rate, variant, kind, rate, name), vals in sorted(values.items()):
-        mean, std = _mean_std(vals)
+def _study_rows(result: SweepResults, grid: Grid, aliases: Mapping[str, str]) -> list[dict]:
+    """The study's rows (train rate, variant, test type and rate, main metric's mean and std)."""
+    metric = result.main_metric
+    rows = []
+    for row in result.rows:
+        fixed = {key: grid.axes[key][0] for key in (VARIANT, TRAIN_RATE) if key in grid.axes}
+        value = {key: row.get(aliases.get(key, key), fixed.get(key)) for key in fixed}
+        rate = value.get(TRAIN_RATE)
         rows.append(
-            {"train_rate": train_rate, "variant": variant, "type": kind, "rate": rate,
-             "metric": name, "mean": mean, "std": std, "seeds": len(vals)}
-        )  # fmt: skip
-    with (out / "study.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    table = {(r["train_rate"], r["variant"], r["type"], r["rate"]): r for r in rows}
+            {
+                "train_rate": math.nan if rate is None else float(rate),
+                "variant": value.get(VARIANT, "base"),
+                "type": row["test_type"],
+                "rate": float(row["test_rate"]),
+                "metric": metric,
+                "mean": row[f"{metric}_mean"],
+                "std": row[f"{metric}_std"],
+                "seeds": row["n_seeds"],
+            }
+        )
+    return sorted(rows, key=lambda r: (r["train_rate"], r["variant"], r["type"], r["rate"]))
+
+
+def _spread(mean: float, std: float) -> str:
+    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def _markdown(rows: list[dict[str, Any]], path: Path) -> None:
+    metric, seeds = rows[0]["metric"], max(r["seeds"] for r in rows)
     lines = [
         "# CMPT against the baselines",
         "",
-        f"Test {metric} (mean ± std over {rows[0]['seeds']} seeds), per training regime. "
-        "Columns: availability cases, then missing rates of type `both` (half of the missing "
-        "samples lack the image, half the text). Written by `cmpt study`.",
+        f"Test {metric} (mean ± std over {seeds} seeds), per training regime. Columns: "
+        "availability cases, then missing rates of type `both` (half of the missing samples "
+        "lack the image, half the text). Written by `cmpt study`.",
     ]
+    table = {(r["train_rate"], r["variant"], r["type"], r["rate"]): r for r in rows}
     rates = sorted({r["rate"] for r in rows if r["type"] == "both"})
     for train_rate in sorted({r["train_rate"] for r in rows}):
         lines += ["", f"## Trained with {train_rate:.0%} of samples missing a modality", ""]
@@ -175,75 +190,99 @@ def summarize_study(out: str | Path) -> Path:
             cells = [variant]
             for kind, rate in [*_CASES.values(), *(("both", r) for r in rates)]:
                 cell = table.get((train_rate, variant, kind, rate))
-                cells.append(f"{cell['mean']:.3f} ± {cell['std']:.3f}" if cell else "-")
+                cells.append(_spread(cell["mean"], cell["std"]) if cell else "-")
             lines.append("| " + " | ".join(cells) + " |")
-    (out / "study.md").write_text("\n".join(lines) + "\n")
-    _plot(rows, metric, out / "study.png")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def summarize_study(out: str | Path) -> Path:
+    """Aggregate a study directory into study.csv, study.md and (with matplotlib) study.png.
+
+    Args:
+        out: the study directory written by :func:`run_study`.
+
+    Returns:
+        The path of ``study.md``.
+    """
+    out = Path(out)
+    grid_file = out / "grid.yaml"
+    if not grid_file.is_file():
+        msg = f"{grid_file} does not exist; run the study first (cmpt study --out {out})"
+        raise FileNotFoundError(msg)
+    grid = load_grid(grid_file)
+    result = collect_sweep(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    rows = _study_rows(result, grid, manifest.get("aliases", {}))
+    with (out / "study.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: "" if v != v else v for k, v in row.items()} for row in rows)
+    _markdown(rows, out / "study.md")
+    from .sweep.plots import plot_study
+
+    plot_study(rows, out / "study.png")
     return out / "study.md"
 
 
-def _plot(rows: list[dict[str, Any]], metric: str, path: Path) -> bool:
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="cmpt study", description=__doc__)
+    add_launch_arguments(parser, skip={"grid", "out"})
+    parser.set_defaults(config=None, executor="debug", test_types=list(TEST_TYPES))
+    parser.add_argument("--out", type=Path, default=Path("runs/study"), help="the study directory")
+    parser.add_class_arguments(StudyGrid, nested_key=None)
+    return parser
+
+
+def _legacy(tokens: list[str]) -> list[str]:
+    """0.1's ``--train-rates 0 0.7``, ``--seeds 0 1`` and ``-- --key value`` forms."""
+    overrides: dict[str, Any] = {}
+    if "--" in tokens:
+        at = tokens.index("--")
+        tokens, rest = tokens[:at], tokens[at + 1 :]
+        key = None
+        for token in rest:
+            name, eq, value = token.partition("=")
+            if name.startswith("--") and eq:
+                overrides[name[2:]] = yaml.safe_load(value)
+            elif token.startswith("--"):
+                key = token[2:]
+            elif key is not None:
+                overrides[key], key = yaml.safe_load(token), None
+        if overrides:
+            tokens += ["--overrides", yaml.safe_dump(overrides, default_flow_style=True).strip()]
+            warnings.warn(
+                "`cmpt study ... -- --key value` is deprecated and removed in 0.3; write "
+                f"--overrides '{json.dumps(overrides)}'",
+                FutureWarning,
+                stacklevel=2,
+            )
+    renames = {"--train-rates": "--train_rates", "--test-rates": "--test_rates"}
+    lists = ["--seeds", "--variants", "--train_rates", "--test_rates", "--test_types"]
+    return rename_flags(tokens, renames, lists=lists)
+
+
+def _run(config: Namespace) -> int:
+    values = {k: v for k, v in config.as_dict().items() if not k.startswith("__")}
+    study = StudyGrid(**{k: values.pop(k) for k in ("grid", "variants", "seeds", "train_rates")})
+    study.overrides = values.pop("overrides") or {}
+    out, configs = values.pop("out"), values.pop("config") or ["configs/demo.yaml"]
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    regimes = sorted({r["train_rate"] for r in rows})
-    kinds = ["text", "image", "both"]
-    fig, axes = plt.subplots(
-        len(regimes), len(kinds), figsize=(4 * len(kinds), 3.2 * len(regimes)),
-        squeeze=False, sharey=True, dpi=110,
-    )  # fmt: skip
-    for i, train_rate in enumerate(regimes):
-        for j, kind in enumerate(kinds):
-            ax = axes[i][j]
-            for variant in dict.fromkeys(r["variant"] for r in rows):
-                cells = [
-                    r for r in rows
-                    if (r["train_rate"], r["variant"], r["type"]) == (train_rate, variant, kind)
-                ]  # fmt: skip
-                x = [c["rate"] for c in cells]
-                y = [c["mean"] for c in cells]
-                s = [c["std"] for c in cells]
-                ax.plot(x, y, marker="o", markersize=3, label=variant)
-                ax.fill_between(x, [a - b for a, b in zip(y, s, strict=True)],
-                                [a + b for a, b in zip(y, s, strict=True)], alpha=0.15)  # fmt: skip
-            ax.set_title(f"train missing {train_rate:.0%}; test missing: {kind}", fontsize=9)
-            ax.set_xlabel("test missing rate")
-            ax.grid(alpha=0.3)
-            if j == 0:
-                ax.set_ylabel(metric)
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``cmpt study [--config C] [--out DIR] [--seeds ...] [--variants ...] [-- overrides]``."""
-    parser = argparse.ArgumentParser(prog="cmpt study", description=__doc__)
-    parser.add_argument("--config", default="configs/demo.yaml", help="the base fit config")
-    parser.add_argument("--out", default="runs/study", help="the study directory")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--train-rates", type=float, nargs="+", default=[0.0, 0.7])
-    parser.add_argument("--test-rates", type=float, nargs="+", default=list(DEFAULT_RATES))
-    parser.add_argument(
-        "extra", nargs=argparse.REMAINDER, help="after '--': overrides passed to every cmpt fit"
-    )
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    extra = [a for a in args.extra if a != "--"]
-    path = run_study(
-        args.config,
-        args.out,
-        variants=args.variants,
-        seeds=args.seeds,
-        train_rates=args.train_rates,
-        test_rates=args.test_rates,
-        extra=extra,
-    )
-    print(path.read_text())
+        path = run_study(configs, out, study, **values)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+        return user_error("cmpt study", err)
+    except RuntimeError as err:
+        print(err)
+        return 1
+    if path is not None:
+        print(path.read_text())
     return 0
+
+
+def study_command() -> Command:
+    """``cmpt study``: its parser, runner and 0.1 spellings."""
+    return Command(
+        "CMPT against the baselines (a sweep over method variants, regimes and seeds)",
+        _parser,
+        _run,
+        _legacy,
+    )

@@ -8,7 +8,7 @@ import torch
 from cmpt_lightning.datamodules.mmimdb import MMIMDbDataModule
 from cmpt_lightning.datasets.errors import BadSampleError, DatasetNotFoundError
 from cmpt_lightning.datasets.mmimdb import GENRES, movie_id
-from cmpt_lightning.missing import MissingConfig
+from cmpt_lightning.missing import MissingConfig, MissingPlan
 from cmpt_lightning.tasks import Task
 
 from .conftest import DATA
@@ -45,6 +45,16 @@ def test_all_plots_expands_training_and_shares_the_missing_decision_per_movie():
         m for m, i, t in zip(movies, image.tolist(), text.tolist(), strict=True) if not (i and t)
     }
     assert len(lost) == 6  # floor(12 movies x 0.5): the rate counts movies
+    assert dm.plan_groups("train") == movies  # the protocol ranks the movies
+
+
+def test_outline_plan_is_the_plain_ranking_of_the_movies():
+    dm = _dm()
+    dm.setup("fit")
+    ids = list(dm.datasets["train"].ids)
+    plain = MissingPlan(ids, seed=3, epoch=1).masks(0.5, "both")
+    grouped = dm.plan("train", seed=3, epoch=1).masks(0.5, "both")
+    assert all(torch.equal(a, b) for a, b in zip(plain, grouped, strict=True))
 
 
 def test_expand_eval_expands_validation_too():

@@ -6,12 +6,12 @@ import torch
 from cmpt_lightning.datasets.csv import (
     Columns,
     MultimodalCSVDataset,
-    infer_classes,
     read_records,
     table_labels,
     table_splits,
 )
 from cmpt_lightning.datasets.errors import DatasetNotFoundError
+from cmpt_lightning.datasets.labels import infer_classes
 
 from .conftest import DATA
 

@@ -8,8 +8,8 @@ import statistics
 import pytest
 
 from cmpt_lightning.sweep import plots
-from cmpt_lightning.sweep.cli import main
 from cmpt_lightning.sweep.collect import collect_sweep
+from tests.helpers import cmpt as main
 
 RATE = "data.init_args.train_missing.rate"
 SEED = "seed_everything"
@@ -140,8 +140,7 @@ def test_bad_choices_fail_with_the_options(tmp_path, kwargs, match):
 
 
 def test_not_a_sweep_or_nothing_finished(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["sweep", "collect", str(tmp_path)])
+    assert main(["sweep", "collect", str(tmp_path)]) == 2
     assert "manifest.json" in capsys.readouterr().err
     names = [f"train_missing.rate=0.3__seed_everything={s}" for s in (0, 1)]
     out = _sweep_dir(tmp_path, rates=(0.3,), seeds=(0, 1), unfinished=names)
@@ -151,7 +150,14 @@ def test_not_a_sweep_or_nothing_finished(tmp_path, capsys):
 
 def test_cli_seed_keys_alone_averages_over_nothing(tmp_path, capsys):
     out = _sweep_dir(tmp_path, seeds=(0, 1))
-    assert main(["sweep", "collect", str(out), "--seed-keys"]) == 0
+    assert main(["sweep", "collect", str(out), "--seed_keys", "[]"]) == 0
     rows = _rows(out / "results.csv")
     assert {r["n_seeds"] for r in rows} == {"1"} and "seed_everything" in rows[0]
     assert "heatmap: " in capsys.readouterr().out
+
+
+def test_the_0_1_seed_keys_flag_alone_still_works(tmp_path):
+    out = _sweep_dir(tmp_path, seeds=(0, 1))
+    with pytest.warns(FutureWarning, match="--seed-keys is deprecated"):
+        assert main(["sweep", "collect", str(out), "--seed-keys"]) == 0
+    assert {r["n_seeds"] for r in _rows(out / "results.csv")} == {"1"}

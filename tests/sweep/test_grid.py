@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cmpt_lightning.sweep.cli import main
 from cmpt_lightning.sweep.grid import (
     ConfigResolver,
     Grid,
@@ -15,6 +14,7 @@ from cmpt_lightning.sweep.grid import (
     load_grid,
 )
 from cmpt_lightning.sweep.plan import SweepSettings, plan_sweep
+from tests.helpers import cmpt as main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "configs" / "demo.yaml"
@@ -82,7 +82,8 @@ def test_seed_keys():
         ({RATE: []}, ValueError, "train_missing.rate.*empty list"),
         ({RATE: 0.3}, TypeError, "train_missing.rate.*must map to a list"),
         ({"trainer.default_root_dir": ["x"]}, ValueError, "default_root_dir.*set by the sweep"),
-        ({"model.init_args.sweep.rates": [[0, 1]]}, ValueError, "sweep.rates.*test-rates"),
+        ({"model.init_args.sweep.rates": [[0, 1]]}, ValueError, "sweep.rates.*test_rates"),
+        ({"model.init_args.test_grid.rates": [[0]]}, ValueError, "test_grid.rates.*test_rates"),
         ({"bad key!": [1]}, ValueError, "'bad key!' .*not a dotted config key"),
     ],
 )
@@ -145,7 +146,7 @@ def test_plan_resolves_each_cell_with_its_run_dir_and_test_sweep(tmp_path):
     config = yaml.safe_load(planned[4].config)
     assert config["trainer"]["default_root_dir"] == str(tmp_path / "sweep" / planned[4].cell.name)
     assert config["test_after_fit"] is True
-    assert config["model"]["init_args"]["sweep"]["rates"] == [0.0, 0.5]
+    assert config["model"]["init_args"]["test_grid"]["rates"] == [0.0, 0.5]
     assert config["data"]["init_args"]["train_missing"]["rate"] == 0.5
     assert config["seed_everything"] == 1
     assert not (tmp_path / "sweep").exists()  # planning writes nothing
@@ -154,8 +155,51 @@ def test_plan_resolves_each_cell_with_its_run_dir_and_test_sweep(tmp_path):
 def test_cli_rejects_a_bad_key_before_anything_is_written(tmp_path, capsys):
     grid = _grid_file(tmp_path, {RATE: [0.1, 0.5], "data.init_args.train_misssing.rate": [0.2]})
     out = tmp_path / "sweep"
-    with pytest.raises(SystemExit) as info:
-        main(["sweep", "--config", str(DEMO), "--grid", str(grid), "--out", str(out)])
-    assert info.value.code == 2
+    code = main(["sweep", "run", "--config", str(DEMO), "--grid", str(grid), "--out", str(out)])
+    assert code == 2
     assert "data.init_args.train_misssing.rate" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_variants_are_the_first_axis_and_expand_to_their_overrides(tmp_path, resolver):
+    path = _grid_file(
+        tmp_path,
+        {
+            "variants": {"cmpt": {}, "no_align": {"model.init_args.align_weight": 0.0}},
+            "seed_everything": [0, 1],
+        },
+    )
+    grid = load_grid(path)
+    assert list(grid.axes) == ["variant", "seed_everything"]
+    cells = expand_grid(grid)
+    assert [c.name for c in cells] == [
+        "variant=cmpt__seed_everything=0", "variant=cmpt__seed_everything=1",
+        "variant=no_align__seed_everything=0", "variant=no_align__seed_everything=1",
+    ]  # fmt: skip
+    overrides = grid.config_overrides(cells[2])
+    assert overrides == {"seed_everything": 0, "model.init_args.align_weight": 0.0}
+    config = resolver.parse(overrides)
+    assert config.model.init_args.align_weight == 0.0
+
+
+@pytest.mark.parametrize(
+    ("variants", "match"),
+    [
+        ({"a": [1]}, "must map config keys to values"),
+        ({"a b": {}}, "variant name"),
+        ({"a": {"seed_everything": 1}}, "also a grid axis"),
+        ({"a": {"trainer.default_root_dir": "x"}}, "set by the sweep itself"),
+        ([], "must map names to overrides"),
+    ],
+)
+def test_bad_variants_are_named(tmp_path, variants, match):
+    path = _grid_file(tmp_path, {"variants": variants, "seed_everything": [0, 1]})
+    with pytest.raises((TypeError, ValueError), match=match):
+        load_grid(path)
+
+
+def test_a_variant_key_that_does_not_apply_is_named(tmp_path):
+    grid = _grid_file(tmp_path, {"variants": {"v": {"model.init_args.lora_rnak": 2}}})
+    settings = SweepSettings(configs=[DEMO], grid=grid, out=tmp_path / "s")
+    with pytest.raises(ValueError, match="lora_rnak"):
+        plan_sweep(settings)

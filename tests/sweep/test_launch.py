@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from cmpt_lightning.sweep import job as job_module
-from cmpt_lightning.sweep.cli import main
 from cmpt_lightning.sweep.launch import launch_sweep
 from cmpt_lightning.sweep.plan import SweepSettings, parse_minutes
+from tests.helpers import cmpt as main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -25,7 +25,7 @@ SMALL = {
     "data.init_args.test_size": [24],
     "data.init_args.batch_size": [12],
 }
-TEST_SWEEP = ["--test-rates", "[0, 0.5, 1]", "--test-types", "text", "both"]
+TEST_SWEEP = ["--test_rates", "[0, 0.5, 1]", "--test_types", "[text, both]"]
 
 
 def _grid(tmp_path, axes, name="grid.yaml"):
@@ -35,7 +35,18 @@ def _grid(tmp_path, axes, name="grid.yaml"):
 
 
 def _args(grid, out, *extra):
-    return ["sweep", "--config", DEMO, "--grid", grid, "--out", str(out), *TEST_SWEEP, *extra]
+    return [
+        "sweep",
+        "run",
+        "--config",
+        DEMO,
+        "--grid",
+        grid,
+        "--out",
+        str(out),
+        *TEST_SWEEP,
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -51,43 +62,71 @@ def test_bad_time_limits(value):
         parse_minutes(value)
 
 
+SBATCH_LINES = [
+    "#SBATCH --partition=gpu",
+    "#SBATCH --account=proj",
+    "#SBATCH --gpus-per-node=2",
+    "#SBATCH --ntasks-per-node=2",  # one task per trainer device, as Lightning needs
+    "#SBATCH --cpus-per-task=6",
+    "#SBATCH --mem=64G",
+    "#SBATCH --time=120",
+    "#SBATCH --array=0-3%2",  # 4 cells, 2 at a time
+    "#SBATCH --constraint=a100",
+    "source .venv/bin/activate",
+    "submitit.core._submit",
+]
+
+
 def test_slurm_dry_run_prints_the_sbatch_with_the_requested_resources(tmp_path, capsys):
     grid = _grid(tmp_path, {RATE: [0.3, 0.7], "seed_everything": [0, 1], "trainer.devices": [2]})
     out = tmp_path / "sweep"
     code = main(
         [
-            *_args(grid, out, "--executor", "slurm", "--dry-run"),
-            *("--slurm.partition", "gpu", "--slurm.account", "proj", "--slurm.gpus-per-node", "2"),
+            *_args(grid, out, "--executor", "slurm", "--dry_run"),
+            *("--slurm.partition", "gpu", "--slurm.account", "proj", "--slurm.gpus_per_node", "2"),
             *("--slurm.cpus_per_task", "6", "--slurm.mem", "64G", "--time", "2:00:00"),
-            *("--slurm.array-parallelism", "2", "--slurm.extra", "constraint=a100"),
-            *("--slurm.setup", "source .venv/bin/activate"),
+            *("--slurm.array_parallelism", "2", "--slurm.extra", "{constraint: a100}"),
+            *("--slurm.setup+", "source .venv/bin/activate"),
         ]
     )
     text = capsys.readouterr().out
     assert code == 0
-    for line in [
-        "#SBATCH --partition=gpu",
-        "#SBATCH --account=proj",
-        "#SBATCH --gpus-per-node=2",
-        "#SBATCH --ntasks-per-node=2",  # one task per trainer device, as Lightning needs
-        "#SBATCH --cpus-per-task=6",
-        "#SBATCH --mem=64G",
-        "#SBATCH --time=120",
-        "#SBATCH --array=0-3%2",  # 4 cells, 2 at a time
-        "#SBATCH --constraint=a100",
-        "source .venv/bin/activate",
-        "submitit.core._submit",
-    ]:
+    for line in SBATCH_LINES:
         assert line in text, line
     assert "train_missing.rate=0.7__seed_everything=1" in text
     assert not out.exists()  # nothing submitted, nothing written
 
 
+def test_the_spellings_of_0_1_still_work_with_a_warning(tmp_path, capsys):
+    grid = _grid(tmp_path, {RATE: [0.3, 0.7], "seed_everything": [0, 1], "trainer.devices": [2]})
+    args = ["sweep", "--config", DEMO, "--grid", grid, "--out", str(tmp_path / "s")]
+    with pytest.warns(FutureWarning, match="deprecated") as caught:
+        code = main(
+            [
+                *args,
+                *("--test-rates", "0", "0.5", "1", "--test-types", "text", "both"),
+                *("--executor", "slurm", "--dry-run", "--slurm.partition", "gpu"),
+                *("--slurm.account", "proj", "--slurm.gpus-per-node", "2"),
+                *("--slurm.cpus-per-task", "6", "--slurm.mem", "64G", "--time", "2:00:00"),
+                *("--slurm.array-parallelism", "2", "--slurm.extra", "constraint=a100"),
+                *("--slurm.setup", "source .venv/bin/activate"),
+            ]
+        )
+    assert code == 0
+    text = capsys.readouterr().out
+    for line in SBATCH_LINES:
+        assert line in text, line
+    assert "test grid rates [0.0, 0.5, 1.0] types ['text', 'both']" in text
+    said = " ".join(str(w.message) for w in caught)
+    for new in ("--dry_run", "--test_rates '[a, b]'", "--slurm.gpus_per_node", "--slurm.extra '{"):
+        assert new in said, new
+
+
 def test_slurm_tasks_must_match_the_trainer_devices(tmp_path, capsys):
     grid = _grid(tmp_path, {RATE: [0.3], "trainer.devices": [2]})
-    with pytest.raises(SystemExit):
-        main([*_args(grid, tmp_path / "o", "--executor", "slurm", "--dry-run"),
-              "--slurm.tasks-per-node", "1"])  # fmt: skip
+    code = main([*_args(grid, tmp_path / "o", "--executor", "slurm", "--dry_run"),
+                 "--slurm.tasks_per_node", "1"])  # fmt: skip
+    assert code == 2
     assert "does not match trainer.devices 2" in capsys.readouterr().err
 
 

@@ -63,12 +63,10 @@ class CMPTDataModule(LightningDataModule):
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            msg = f"batch_size must be >= 1, got {batch_size!r}"
-            raise ValueError(msg)
-        if num_workers < 0:
-            msg = f"num_workers must be >= 0, got {num_workers!r}"
-            raise ValueError(msg)
+        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+            message = f"{name} must be >= {least}, got {value!r}"
+            if value < least:
+                raise ValueError(message)
         self.clip_model = clip_model
         self.pretrained = pretrained
         self.batch_size = batch_size
@@ -132,11 +130,23 @@ class CMPTDataModule(LightningDataModule):
             return None
         return self.train_missing if split == "train" else self.eval_missing
 
+    def plan_groups(self, split: str) -> list[str] | None:
+        """The group of each sample of ``split`` whose members share their masks, or None.
+
+        None (the default): the protocol ranks the samples themselves. A family whose samples
+        come in groups (MM-IMDb's plots of one movie) returns one key per sample; the
+        protocol then ranks the groups and the rate counts groups (see
+        :class:`~cmpt_lightning.missing.MissingPlan`).
+        """
+        return None
+
     def plan(self, split: str, seed: int, epoch: int | None = None) -> MissingPlan:
-        """The protocol's ranking of the samples of ``split`` (cached per seed and epoch)."""
+        """The protocol's ranking of ``split``, cached per seed and epoch (see plan_groups)."""
         key = (split, seed, epoch)
         if key not in self._plans:
-            self._plans[key] = MissingPlan(list(self.datasets[split].ids), seed=seed, epoch=epoch)
+            ids = list(self.datasets[split].ids)
+            groups = self.plan_groups(split)
+            self._plans[key] = MissingPlan(ids, seed=seed, epoch=epoch, groups=groups)
         return self._plans[key]
 
     def masks(self, split: str, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,16 +6,23 @@ The columns are described in :mod:`cmpt_lightning.datasets.csv`.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ..datasets.checks import BadSample, ImageCheck, OnBadSample, parse_choice, screen
-from ..datasets.csv import Columns, MultimodalCSVDataset, infer_classes, table_labels, table_splits
-from ..datasets.records import stratified_split
+from ..datasets.checks import CheckReport
+from ..datasets.csv import (
+    Columns,
+    MultimodalCSVDataset,
+    read_records,
+    table_labels,
+    table_splits,
+)
+from ..datasets.labels import infer_classes
+from ..datasets.records import Record
 from ..tasks import Task
-from .base import CMPTDataModule
+from .files import FileDataModule, check_val_fraction
 
 __all__ = ["MultimodalCSVDataModule"]
 
@@ -25,7 +32,7 @@ log = logging.getLogger(__name__)
 Source = tuple[str, list[str] | None]
 
 
-class MultimodalCSVDataModule(CMPTDataModule):
+class MultimodalCSVDataModule(FileDataModule):
     """Image-text classification from your own table, with real missing modalities.
 
     Give one ``data_file`` with a split column, or ``train_file`` (and ``val_file`` /
@@ -58,15 +65,13 @@ class MultimodalCSVDataModule(CMPTDataModule):
         val_fraction: share of each class of the training rows held out for validation when
             the data has no validation rows.
         split_seed: seed of that hold-out; a pure function of (seed, ids).
-        image_check: how images are checked at setup: ``none``, ``exists``, ``verify`` (header
-            and structure, the default: seconds for 100k images) or ``decode`` (pixels, about a
-            minute per 100k images on 2 cores).
-        check_threads: threads of the image check (null: Python's default, cpus + 4, at most 32).
-        on_bad_sample: ``error`` (fail at setup, listing the offending files) or ``skip``
-            (leave them out, count them and log the count).
-        **kwargs: the shared settings of :class:`CMPTDataModule` (``batch_size``,
-            ``num_workers``, ``train_missing``, ``eval_missing``, ...).
+        **kwargs: the settings of :class:`FileDataModule` (``image_check``, ``on_bad_sample``,
+            ...) and :class:`CMPTDataModule` (``batch_size``, ``train_missing``, ...).
     """
+
+    family = "csv"
+    dataset_class = MultimodalCSVDataset
+    raw_splits = ("train", "val", "test")
 
     def __init__(
         self,
@@ -86,12 +91,9 @@ class MultimodalCSVDataModule(CMPTDataModule):
         label_separator: str = "|",
         val_fraction: float = 0.1,
         split_seed: int = 0,
-        image_check: ImageCheck | str = "verify",
-        check_threads: int | None = None,
-        on_bad_sample: OnBadSample | str = "error",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(root, **kwargs)
         if data_file is not None and train_file is not None:
             msg = f"give data_file or train_file, not both (got {data_file!r} and {train_file!r})"
             raise ValueError(msg)
@@ -101,22 +103,14 @@ class MultimodalCSVDataModule(CMPTDataModule):
                 "test_file), or predict_file"
             )
             raise ValueError(msg)
-        if not 0.0 <= val_fraction < 1.0:
-            msg = f"val_fraction must be in [0, 1), got {val_fraction!r}"
-            raise ValueError(msg)
-        self.root = Path(root).expanduser()
         self.files = {"data": data_file, "train": train_file, "val": val_file, "test": test_file}
         self.predict_file = predict_file
-        self.task = parse_choice(Task, task, "task")
+        self.task = Task.parse(task, "task")
         self._classes = list(classes) if classes is not None else None
         self.columns = Columns(image_column, text_column, label_column, id_column, split_column)
         self.label_separator = label_separator
-        self.val_fraction = val_fraction
+        self.val_fraction = check_val_fraction(val_fraction)
         self.split_seed = split_seed
-        self.image_check = parse_choice(ImageCheck, image_check, "image_check")
-        self.check_threads = check_threads
-        self.on_bad_sample = parse_choice(OnBadSample, on_bad_sample, "on_bad_sample")
-        self.bad_samples: dict[str, list[BadSample]] = {}
         #: Ids of prediction rows with neither an image nor a text, left out (not guessed).
         self.without_inputs: list[str] = []
         self._present: set[str] | None = None
@@ -133,19 +127,12 @@ class MultimodalCSVDataModule(CMPTDataModule):
                     "names the model was trained with, in order)"
                 )
                 raise ValueError(msg)
-            labels = table_labels(self.root, source[0], self.columns, source[1])
-            self._classes = infer_classes(labels, self.task, self.label_separator)
+            self._classes = self._infer_classes(source)
         return self._classes
 
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.classes)
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names in label order."""
-        return list(self.classes)
+    def _infer_classes(self, source: Source) -> list[str]:
+        labels = table_labels(self.root, source[0], self.columns, source[1])
+        return infer_classes(labels, self.task, self.label_separator)
 
     # --- splits -------------------------------------------------------------------------------
     def source(self, split: str) -> Source | None:
@@ -175,46 +162,48 @@ class MultimodalCSVDataModule(CMPTDataModule):
             label_separator=self.label_separator,
         )
 
+    def _records(
+        self, source: Source, classes: Sequence[str], labelled: bool = True
+    ) -> list[Record]:
+        """The rows of ``source`` as records, without preprocessing (for :meth:`inspect`)."""
+        return read_records(
+            self.root,
+            source[0],
+            classes=classes,
+            task=self.task,
+            columns=self.columns,
+            splits=source[1],
+            labelled=labelled,
+            label_separator=self.label_separator,
+        )
+
     def _carve(self, split: str) -> MultimodalCSVDataset:
         train = self.source("train")
         if train is None:
             msg = "no training rows: give train_file, or data_file with train rows"
             raise ValueError(msg)
-        if split == "val" and self.val_fraction == 0.0:
-            msg = (
-                "no validation rows and val_fraction is 0: give val_file, val rows in the "
-                "split column, or val_fraction > 0"
-            )
-            raise ValueError(msg)
         pool = self._read(train, split)
         multilabel = self.task is Task.MULTILABEL
         groups = [0 if multilabel or r.label is None else r.label for r in pool.records]
-        kept, held = stratified_split(pool.ids, groups, self.val_fraction, self.split_seed)
-        return pool.select(kept if split == "train" else held)
-
-    def build_split(self, split: str) -> MultimodalCSVDataset:
-        """The dataset of ``split``, checked (see ``on_bad_sample``)."""
-        if split == "predict":
-            dataset = self._predict_dataset()
-        elif split in ("train", "val") and self.source("val") is None:
-            dataset = self._carve(split)
-        else:
-            source = self.source(split)
-            if source is None:
-                msg = (
-                    f"the data has no {split} split: give {split}_file, or {split} rows in "
-                    f"the split column {self.columns.split!r} of data_file"
-                )
-                raise ValueError(msg)
-            dataset = self._read(source, split)
-        dataset, self.bad_samples[split] = screen(
-            dataset,
-            split=split,
-            on_bad_sample=self.on_bad_sample,
-            image_check=self.image_check,
-            threads=self.check_threads,
+        fix = "give val_file, val rows in the split column, or val_fraction > 0"
+        return self.carve(
+            pool, groups, split, fraction=self.val_fraction, seed=self.split_seed, fix=fix
         )
-        return dataset
+
+    def read_split(self, split: str) -> MultimodalCSVDataset:
+        """The dataset of ``split``: its rows, or carved from the training rows (see above)."""
+        if split == "predict":
+            return self._predict_dataset()
+        if split in ("train", "val") and self.source("val") is None:
+            return self._carve(split)
+        source = self.source(split)
+        if source is None:
+            msg = (
+                f"the data has no {split} split: give {split}_file, or {split} rows in "
+                f"the split column {self.columns.split!r} of data_file"
+            )
+            raise ValueError(msg)
+        return self._read(source, split)
 
     def _predict_dataset(self) -> MultimodalCSVDataset:
         if self.predict_file is not None:
@@ -236,6 +225,37 @@ class MultimodalCSVDataModule(CMPTDataModule):
             )
             dataset = dataset.select(sorted(set(range(len(dataset))) - set(empty)))
         return dataset
+
+    # --- cmpt data check ------------------------------------------------------------------------
+    def inspect(self) -> CheckReport:
+        """Every split the options name, and ``predict_file``, read as the module reads them.
+
+        Without ``classes``, the classes inferred from the training labels (of the first split
+        if there are none) are reported as info; prediction rows with neither an image nor a
+        text are a warning (they are not predicted), not an error.
+        """
+        report = CheckReport()
+        sources = [(split, self.source(split)) for split in self.raw_splits]
+        present = [(split, source) for split, source in sources if source is not None]
+        classes = self._classes or []
+        if self._classes is None and present:
+            split, source = present[0]  # train if there are training rows
+            classes = self._infer_classes(source)
+            report.info.append(f"{len(classes)} classes, from the {split} labels: {classes[:20]}")
+        for split, source in present:
+            records = self._records(source, classes)
+            report.add(split, source[0], records, self.find_bad(records))
+        if self.predict_file is not None:
+            records = self._records((self.predict_file, None), classes, labelled=False)
+            bad = self.find_bad(records)
+            neither = [b for b in bad if b.reason == "neither image nor text"]
+            if neither:
+                ids = [b.id for b in neither][:20]
+                report.warnings.append(
+                    f"predict: rows {ids} have no image and no text: not predicted"
+                )
+            report.add("predict", self.predict_file, records, [b for b in bad if b not in neither])
+        return report
 
     # --- real missingness ----------------------------------------------------------------------
     def real_availability(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from ..datasets.checks import BadSample, ImageCheck, OnBadSample, parse_choice, screen
-from ..datasets.food101 import Food101Dataset, TextSource, food101_classes, read_split_file
-from ..datasets.records import stratified_split
+from ..datasets.checks import CheckReport
+from ..datasets.food101 import (
+    OFFICIAL_CLASSES,
+    OFFICIAL_SIZES,
+    SPLITS,
+    Food101Dataset,
+    TextSource,
+    food101_classes,
+    read_food101,
+    read_split_file,
+)
 from ..tasks import Task
-from .base import CMPTDataModule
+from .files import FileDataModule, check_val_fraction
 
 __all__ = ["Food101DataModule"]
 
 
-class Food101DataModule(CMPTDataModule):
+class Food101DataModule(FileDataModule):
     """UPMC Food-101: official train and test splits, and validation carved from train.
 
     The validation carve is seeded and stratified by class; a user ``split_file`` replaces
@@ -31,17 +38,15 @@ class Food101DataModule(CMPTDataModule):
             order of the ``images/train`` folders.
         text_source: ``auto`` (``texts/*_titles.csv`` if present, else ``texts_txt/``), ``csv``
             or ``txt``.
-        image_check: how images are checked at setup: ``none``, ``exists``, ``verify`` (header
-            and structure, the default: seconds for 100k images) or ``decode`` (pixels, about a
-            minute per 100k images on 2 cores).
-        check_threads: threads of the image check (null: Python's default, cpus + 4, at most 32).
-        on_bad_sample: ``error`` (fail at setup, listing the offending files) or ``skip``
-            (leave them out, count them and log the count).
-        **kwargs: the shared settings of :class:`CMPTDataModule` (``batch_size``,
-            ``num_workers``, ``train_missing``, ``eval_missing``, ...).
+        **kwargs: the settings of :class:`FileDataModule` (``image_check``, ``on_bad_sample``,
+            ...) and :class:`CMPTDataModule` (``batch_size``, ``train_missing``, ...).
     """
 
     task = Task.MULTICLASS
+    family = "food101"
+    dataset_class = Food101Dataset
+    raw_splits = SPLITS
+    official_sizes = OFFICIAL_SIZES
 
     def __init__(
         self,
@@ -51,44 +56,23 @@ class Food101DataModule(CMPTDataModule):
         split_file: str | None = None,
         class_index: str | None = None,
         text_source: TextSource | str = "auto",
-        image_check: ImageCheck | str = "verify",
-        check_threads: int | None = None,
-        on_bad_sample: OnBadSample | str = "error",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        if not 0.0 <= val_fraction < 1.0:
-            msg = f"val_fraction must be in [0, 1), got {val_fraction!r}"
-            raise ValueError(msg)
-        self.root = Path(root).expanduser()
-        self.val_fraction = val_fraction
+        super().__init__(root, **kwargs)
+        self.val_fraction = check_val_fraction(val_fraction)
         self.split_seed = split_seed
         self.split_file = split_file
         self.class_index = class_index
-        self.text_source = parse_choice(TextSource, text_source, "text_source")
-        self.image_check = parse_choice(ImageCheck, image_check, "image_check")
-        self.check_threads = check_threads
-        self.on_bad_sample = parse_choice(OnBadSample, on_bad_sample, "on_bad_sample")
-        self.bad_samples: dict[str, list[BadSample]] = {}
+        self.text_source = TextSource.parse(text_source, "text_source")
         self._classes: list[str] | None = None
         self._pool: Food101Dataset | None = None
 
     @property
     def classes(self) -> list[str]:
-        """Class names in label order (read from the data on first use)."""
+        """Class names in label order (read from the data on first use; 101 in the full set)."""
         if self._classes is None:
             self._classes = food101_classes(self.root, self.class_index)
         return self._classes
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (101 for the full dataset)."""
-        return len(self.classes)
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names in label order."""
-        return list(self.classes)
 
     def _read(self, split: str) -> Food101Dataset:
         return Food101Dataset(
@@ -128,20 +112,20 @@ class Food101DataModule(CMPTDataModule):
         return self._pool.select([where[key][0] for key in table[split]])
 
     def _carve(self, split: str) -> Food101Dataset:
-        if split == "val" and self.val_fraction == 0.0:
-            msg = (
-                "val_fraction is 0, so there is no validation split; set val_fraction > 0 "
-                "or give a split_file"
-            )
-            raise ValueError(msg)
         if self._pool is None:
             self._pool = self._read("train")
         labels = [-1 if r.label is None else r.label for r in self._pool.records]
-        kept, held = stratified_split(self._pool.ids, labels, self.val_fraction, self.split_seed)
-        return self._pool.select(kept if split == "train" else held)
+        return self.carve(
+            self._pool,
+            labels,
+            split,
+            fraction=self.val_fraction,
+            seed=self.split_seed,
+            fix="set val_fraction > 0 or give a split_file",
+        )
 
-    def build_split(self, split: str) -> Food101Dataset:
-        """The dataset of ``split``, checked (see ``on_bad_sample``); ``predict`` is test."""
+    def read_split(self, split: str) -> Food101Dataset:
+        """The dataset of ``split``: official, carved, or from ``split_file``; predict is test."""
         source = "test" if split == "predict" else split
         if self.split_file is not None:
             dataset = self._from_split_file(source, self.split_file)
@@ -149,12 +133,23 @@ class Food101DataModule(CMPTDataModule):
             dataset = self._read("test")
         else:
             dataset = self._carve(source)
-        dataset = dataset.select(range(len(dataset)), self.image_transform(train=split == "train"))
-        dataset, self.bad_samples[split] = screen(
-            dataset,
-            split=split,
-            on_bad_sample=self.on_bad_sample,
-            image_check=self.image_check,
-            threads=self.check_threads,
-        )
-        return dataset
+        return dataset.select(range(len(dataset)), self.image_transform(train=split == "train"))
+
+    def inspect(self) -> CheckReport:
+        """Train and test against the official sizes, the class count, and unused images.
+
+        Image files without a text (not in the split's table) are a warning: they are not used.
+        """
+        report = CheckReport()
+        if len(self.classes) != OFFICIAL_CLASSES:
+            full = OFFICIAL_CLASSES
+            report.warnings.append(f"{len(self.classes)} classes, the full dataset has {full}")
+        for split in self.raw_splits:
+            records = read_food101(self.root, split, self.classes, self.text_source)
+            official = self.official_sizes[split]
+            report.add(split, f"images/{split}", records, self.find_bad(records), official)
+            on_disk = {p.stem for p in (self.root / "images" / split).rglob("*") if p.is_file()}
+            unlisted = len(on_disk - {r.id for r in records})
+            if unlisted:
+                report.warnings.append(f"{split}: {unlisted} image file(s) have no text (not used)")
+        return report

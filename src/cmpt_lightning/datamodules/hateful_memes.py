@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-from ..datasets.checks import BadSample, ImageCheck, OnBadSample, parse_choice, screen
-from ..datasets.hateful_memes import CLASSES, HatefulMemesDataset, MemeSplit
+from ..datasets.checks import CheckReport
+from ..datasets.errors import DatasetNotFoundError
+from ..datasets.hateful_memes import (
+    CLASSES,
+    OFFICIAL_SIZES,
+    HatefulMemesDataset,
+    MemeSplit,
+    UnlabelledSplitError,
+    find_hateful_memes,
+    read_hateful_memes,
+    split_file,
+)
 from ..tasks import Task
-from .base import CMPTDataModule
+from .files import FileDataModule
 
 __all__ = ["HatefulMemesDataModule"]
 
 log = logging.getLogger(__name__)
 
+#: The note of a split without labels in ``cmpt data check``.
+UNLABELLED_NOTE = "no labels (the challenge's hidden test set): usable for predict only"
 
-class HatefulMemesDataModule(CMPTDataModule):
+
+class HatefulMemesDataModule(FileDataModule):
     """Hateful Memes: train, a validation split and an explicit test split.
 
     ``train.jsonl`` is for training, ``val_split`` for validation (checkpoint selection) and
@@ -29,32 +41,26 @@ class HatefulMemesDataModule(CMPTDataModule):
             layout) or ``dev_unseen``.
         test_split: the test split: ``test_seen``, ``test_unseen`` (both labelled in the
             final release only) or ``dev_seen``.
-        image_check: how images are checked at setup: ``none``, ``exists``, ``verify`` (header
-            and structure, the default: seconds for 100k images) or ``decode`` (pixels, about a
-            minute per 100k images on 2 cores).
-        check_threads: threads of the image check (null: Python's default, cpus + 4, at most 32).
-        on_bad_sample: ``error`` (fail at setup, listing the offending files) or ``skip``
-            (leave them out, count them and log the count).
-        **kwargs: the shared settings of :class:`CMPTDataModule` (``batch_size``,
-            ``num_workers``, ``train_missing``, ``eval_missing``, ...).
+        **kwargs: the settings of :class:`FileDataModule` (``image_check``, ``on_bad_sample``,
+            ...) and :class:`CMPTDataModule` (``batch_size``, ``train_missing``, ...).
     """
 
     task = Task.BINARY
+    family = "hateful_memes"
+    dataset_class = HatefulMemesDataset
+    raw_splits = tuple(split.value for split in MemeSplit)
+    official_sizes = OFFICIAL_SIZES
 
     def __init__(
         self,
         root: str,
         val_split: MemeSplit | str = "dev_seen",
         test_split: MemeSplit | str = "test_seen",
-        image_check: ImageCheck | str = "verify",
-        check_threads: int | None = None,
-        on_bad_sample: OnBadSample | str = "error",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.root = Path(root).expanduser()
-        self.val_split = parse_choice(MemeSplit, val_split, "val_split")
-        self.test_split = parse_choice(MemeSplit, test_split, "test_split")
+        super().__init__(root, **kwargs)
+        self.val_split = MemeSplit.parse(val_split, "val_split")
+        self.test_split = MemeSplit.parse(test_split, "test_split")
         for name, value in (("val_split", self.val_split), ("test_split", self.test_split)):
             if value is MemeSplit.TRAIN:
                 msg = f"{name} cannot be the training split; got {value.value!r}"
@@ -64,25 +70,16 @@ class HatefulMemesDataModule(CMPTDataModule):
                 "val_split and test_split are both %s: checkpoints are selected on the test split",
                 self.val_split.value,
             )
-        self.image_check = parse_choice(ImageCheck, image_check, "image_check")
-        self.check_threads = check_threads
-        self.on_bad_sample = parse_choice(OnBadSample, on_bad_sample, "on_bad_sample")
-        self.bad_samples: dict[str, list[BadSample]] = {}
 
     @property
-    def num_classes(self) -> int:
-        """Two classes: not hateful (0) and hateful (1)."""
-        return len(CLASSES)
-
-    @property
-    def class_names(self) -> list[str]:
-        """``["not hateful", "hateful"]``."""
+    def classes(self) -> list[str]:
+        """Two classes: ``["not hateful", "hateful"]`` (label 1: hateful)."""
         return list(CLASSES)
 
-    def build_split(self, split: str) -> HatefulMemesDataset:
-        """The dataset of ``split``, checked (see ``on_bad_sample``)."""
+    def read_split(self, split: str) -> HatefulMemesDataset:
+        """The dataset of ``split`` (``predict``: the test split, its labels not needed)."""
         source = {"train": MemeSplit.TRAIN, "val": self.val_split}.get(split, self.test_split)
-        dataset = HatefulMemesDataset(
+        return HatefulMemesDataset(
             self.root,
             source,
             self.image_transform(train=split == "train"),
@@ -90,11 +87,23 @@ class HatefulMemesDataModule(CMPTDataModule):
             self.image_size(),
             labelled=split != "predict",
         )
-        dataset, self.bad_samples[split] = screen(
-            dataset,
-            split=split,
-            on_bad_sample=self.on_bad_sample,
-            image_check=self.image_check,
-            threads=self.check_threads,
-        )
-        return dataset
+
+    def inspect(self) -> CheckReport:
+        """Every split file present; a split without labels and a missing file are warnings."""
+        report = CheckReport()
+        base = find_hateful_memes(self.root)
+        for split in self.raw_splits:
+            try:
+                path = split_file(base, split)
+            except DatasetNotFoundError:
+                report.warnings.append(f"{split}: no file ({split}.jsonl)")
+                continue
+            note = ""
+            try:
+                records = read_hateful_memes(self.root, split)
+            except UnlabelledSplitError:
+                records = read_hateful_memes(self.root, split, labelled=False)
+                note = UNLABELLED_NOTE
+            official = self.official_sizes[split]
+            report.add(split, path.name, records, self.find_bad(records), official, note)
+        return report

@@ -27,37 +27,37 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from enum import Enum
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from PIL import Image
 
+from ..choices import Choice
 from .errors import BadSampleError
 from .records import IMAGE_ERRORS, Record, RecordDataset
 
 __all__ = [
     "BadSample",
+    "CheckReport",
     "ImageCheck",
     "OnBadSample",
+    "SplitReport",
     "check_image",
     "describe_bad_samples",
     "find_bad_samples",
-    "parse_choice",
     "screen",
 ]
 
 log = logging.getLogger(__name__)
 
 _D = TypeVar("_D", bound=RecordDataset)
-_E = TypeVar("_E", bound=Enum)
 
 #: At most this many offending files are listed in an exception (``cmpt data check`` lists all).
 MAX_LISTED = 50
 
 
-class ImageCheck(str, Enum):
+class ImageCheck(Choice):
     """How thoroughly image files are checked at setup (see the module docstring for costs)."""
 
     NONE = "none"
@@ -66,7 +66,7 @@ class ImageCheck(str, Enum):
     DECODE = "decode"
 
 
-class OnBadSample(str, Enum):
+class OnBadSample(Choice):
     """What to do with bad samples found at setup."""
 
     ERROR = "error"  # fail, listing the offending files
@@ -90,14 +90,61 @@ class BadSample:
     reason: str
 
 
-def parse_choice(kind: type[_E], value: _E | str, name: str) -> _E:
-    """``kind(value)``, or a ValueError that names the setting and lists the choices."""
-    try:
-        return kind(value)
-    except ValueError:
-        options = ", ".join(str(member.value) for member in kind)
-        msg = f"{name} must be one of {options}; got {value!r}"
-        raise ValueError(msg) from None
+@dataclass
+class SplitReport:
+    """What ``cmpt data check`` found in one raw split.
+
+    Attributes:
+        split: the split's name.
+        file: the file it was read from.
+        count: its samples.
+        official: the official count (None if there is none).
+        bad: its bad samples.
+        note: a warning about the split as a whole (e.g. it has no labels).
+    """
+
+    split: str
+    file: str
+    count: int
+    official: int | None = None
+    bad: list[BadSample] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def warning(self) -> str:
+        """The split's warning: its note, or a count that differs from the official one."""
+        if self.note:
+            return self.note
+        if self.official is not None and self.count != self.official:
+            return f"{self.count:,} samples, the official split has {self.official:,}"
+        return ""
+
+
+@dataclass
+class CheckReport:
+    """What was found in a dataset: one report per raw split, and notes about the whole.
+
+    Attributes:
+        splits: the reports of the splits, in reading order.
+        warnings: problems of the dataset as a whole that do not stop training.
+        info: facts worth showing (e.g. the classes inferred from the labels).
+    """
+
+    splits: list[SplitReport] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    info: list[str] = field(default_factory=list)
+
+    def add(
+        self,
+        split: str,
+        file: str | Path,
+        records: Sequence[Record],
+        bad: list[BadSample],
+        official: int | None = None,
+        note: str = "",
+    ) -> None:
+        """Add a split's findings."""
+        self.splits.append(SplitReport(split, str(file), len(records), official, bad, note))
 
 
 def check_image(path: Path, mode: ImageCheck | str = ImageCheck.VERIFY) -> str | None:
@@ -207,7 +254,7 @@ def screen(
     Raises:
         BadSampleError: on bad samples with ``on_bad_sample: error``, or when none is left.
     """
-    policy = OnBadSample(on_bad_sample)
+    policy = OnBadSample.parse(on_bad_sample, "on_bad_sample")
     bad = find_bad_samples(
         dataset.records,
         requires_image=dataset.requires_image,

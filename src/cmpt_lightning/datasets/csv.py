@@ -17,9 +17,7 @@ an image path that does not open, or an unknown label is a bad sample.
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,17 +27,16 @@ from PIL import Image
 
 from ..tasks import Task
 from .errors import DatasetNotFoundError
+from .labels import class_key, is_blank, parse_label
 from .records import Record, RecordDataset
+from .tables import Row, read_table
 
 __all__ = [
     "LAYOUT",
     "SPLIT_NAMES",
     "Columns",
     "MultimodalCSVDataset",
-    "infer_classes",
-    "label_tokens",
     "read_records",
-    "read_table",
     "resolve_path",
     "table_labels",
     "table_splits",
@@ -84,10 +81,6 @@ class Columns:
     split: str = "split"
 
 
-#: One row: its 1-based line number in the file, and its cells (None: not a JSON object).
-Row = tuple[int, dict[str, Any] | None]
-
-
 def resolve_path(root: str | Path, file: str | Path) -> Path:
     """``file`` relative to ``root`` (unless absolute); raises if it does not exist."""
     path = Path(file).expanduser()
@@ -100,125 +93,6 @@ def resolve_path(root: str | Path, file: str | Path) -> Path:
         msg = f"{str(path)!r}: unknown table format {path.suffix!r}; use one of {list(_SUFFIXES)}"
         raise ValueError(msg)
     return path
-
-
-def read_table(path: Path) -> tuple[list[str], list[Row]]:
-    """The column names and rows of a ``.csv``, ``.tsv``, ``.jsonl`` or ``.json`` table."""
-    suffix = path.suffix.lower()
-    rows: list[Row] = []
-    if suffix in (".csv", ".tsv"):
-        with path.open(newline="", encoding="utf-8-sig") as file:
-            reader = csv.DictReader(file, delimiter="\t" if suffix == ".tsv" else ",")
-            for row in reader:
-                if any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                    rows.append((reader.line_num, dict(row)))
-            return list(reader.fieldnames or []), rows
-    if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, list):
-            msg = f"{str(path)!r} must hold a JSON list of objects, got {type(data).__name__}"
-            raise ValueError(msg)
-        rows = [(i + 1, obj if isinstance(obj, dict) else None) for i, obj in enumerate(data)]
-    else:
-        with path.open(encoding="utf-8-sig") as file:
-            for number, line in enumerate(file, start=1):
-                if line.strip():
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError:
-                        obj = None
-                    rows.append((number, obj if isinstance(obj, dict) else None))
-    columns = list(dict.fromkeys(key for _, obj in rows if obj is not None for key in obj))
-    return columns, rows
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _int_like(token: Any) -> bool:
-    if isinstance(token, bool):
-        return False
-    if isinstance(token, int):
-        return token >= 0
-    if isinstance(token, float):
-        return token.is_integer() and token >= 0
-    return isinstance(token, str) and token.strip().isdigit()
-
-
-def label_tokens(value: Any, task: Task, separator: str) -> list[Any] | None:
-    """The class tokens of a label cell (None if the cell is empty)."""
-    if _blank(value):
-        return None
-    if task is not Task.MULTILABEL:
-        return [value]
-    if isinstance(value, list):
-        return value
-    text = str(value).strip()
-    if text.startswith("["):
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, list):
-            return parsed
-    return [t.strip() for t in text.split(separator) if t.strip()] if separator else [text]
-
-
-def _key(token: Any) -> str:
-    if isinstance(token, float) and token.is_integer():
-        token = int(token)
-    return str(token).strip()
-
-
-def infer_classes(labels: Iterable[Any], task: Task | str, separator: str = "|") -> list[str]:
-    """Class names from the label cells of the training rows.
-
-    Integer labels give ``["0", "1", ..., str(max)]``; names give their sorted set (for a
-    binary task the second name is the positive class: pass ``classes`` to choose).
-    """
-    task = Task(task)
-    tokens = [t for value in labels for t in (label_tokens(value, task, separator) or [])]
-    if not tokens:
-        msg = "no labels found in the training rows; check label_column, or pass classes"
-        raise ValueError(msg)
-    if all(_int_like(t) for t in tokens):
-        top = max(int(_key(t)) for t in tokens)
-        if task is Task.BINARY and top > 1:
-            msg = f"binary labels must be 0 or 1, found {top}; use task: multiclass"
-            raise ValueError(msg)
-        classes = [str(i) for i in range(max(top + 1, 2 if task is not Task.MULTILABEL else 1))]
-    else:
-        classes = sorted({_key(t) for t in tokens})
-    if task is Task.BINARY and len(classes) != 2:
-        msg = f"a binary task needs 2 classes, found {len(classes)}: {classes[:10]}"
-        raise ValueError(msg)
-    if task is Task.MULTICLASS and len(classes) < 2:
-        msg = f"a multiclass task needs at least 2 classes, found {classes}"
-        raise ValueError(msg)
-    return classes
-
-
-def _label(
-    value: Any, index: dict[str, int], task: Task, separator: str
-) -> tuple[int | tuple[int, ...] | None, list[str]]:
-    tokens = label_tokens(value, task, separator)
-    if tokens is None:
-        return None, ["missing label"]
-    found, unknown = [], []
-    for token in tokens:
-        key = _key(token)
-        if key in index:
-            found.append(index[key])
-        elif _int_like(token) and int(key) < len(index):
-            found.append(int(key))
-        else:
-            unknown.append(token)
-    if unknown:
-        return None, [f"unknown label {u!r} (classes: {list(index)[:10]})" for u in unknown]
-    if task is Task.MULTILABEL:
-        return tuple(sorted(set(found))), []
-    return found[0], []
 
 
 def read_records(
@@ -277,16 +151,18 @@ def read_records(
         problems: list[str] = []
         key = str(position)
         if has_id:
-            if _blank(row.get(columns.id)):
+            if is_blank(row.get(columns.id)):
                 problems.append(f"empty {columns.id!r}")
             else:
-                key = _key(row[columns.id])
+                key = class_key(row[columns.id])
         cell = row.get(columns.image)
-        image = None if _blank(cell) else Path(root) / str(cell).strip()
-        text = None if _blank(row.get(columns.text)) else str(row[columns.text])
+        image = None if is_blank(cell) else Path(root) / str(cell).strip()
+        text = None if is_blank(row.get(columns.text)) else str(row[columns.text])
         label = None
         if labelled:
-            label, label_problems = _label(row.get(columns.label), index, task, label_separator)
+            label, label_problems = parse_label(
+                row.get(columns.label), index, task, label_separator
+            )
             problems += label_problems
         records.append(Record(key, image, text, label, source, tuple(problems)))
     return records

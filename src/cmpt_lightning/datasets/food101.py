@@ -17,18 +17,20 @@ import csv
 import json
 import sys
 from collections.abc import Callable, Sequence
-from enum import Enum
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from ..choices import Choice
 from .errors import DatasetNotFoundError
 from .records import Record, RecordDataset
 
 __all__ = [
     "LAYOUT",
+    "OFFICIAL_CLASSES",
     "OFFICIAL_SIZES",
+    "SPLITS",
     "Food101Dataset",
     "TextSource",
     "food101_classes",
@@ -54,7 +56,7 @@ SPLITS = ("train", "test")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-class TextSource(str, Enum):
+class TextSource(Choice):
     """Where the texts are read from."""
 
     AUTO = "auto"  # texts/<split>_titles.csv if it exists, else texts_txt/

@@ -13,17 +13,17 @@ or a string). The first-phase release, and mirrors of it, have ``data/`` with ``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
+from ..choices import Choice
 from .errors import DatasetNotFoundError
 from .records import Record, RecordDataset
+from .tables import read_jsonl
 
 __all__ = [
     "CLASSES",
@@ -73,7 +73,7 @@ UNLABELLED_HINT = (
 )
 
 
-class MemeSplit(str, Enum):
+class MemeSplit(Choice):
     """A split of Hateful Memes."""
 
     TRAIN = "train"
@@ -151,15 +151,7 @@ def read_hateful_memes(
     """
     base = find_hateful_memes(root)
     path = split_file(base, split)
-    lines: list[tuple[int, dict[str, Any] | None]] = []
-    with path.open(encoding="utf-8") as file:
-        for number, raw in enumerate(file, start=1):
-            if raw.strip():
-                try:
-                    parsed = json.loads(raw)
-                except json.JSONDecodeError:
-                    parsed = None
-                lines.append((number, parsed if isinstance(parsed, dict) else None))
+    lines = read_jsonl(path)
     if labelled and lines and not any(obj is not None and "label" in obj for _, obj in lines):
         msg = f"{str(path)!r} ({MemeSplit(split).value}) has no labels. {UNLABELLED_HINT}"
         raise UnlabelledSplitError(msg)

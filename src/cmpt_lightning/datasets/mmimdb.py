@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
+from ..choices import Choice
 from .errors import DatasetNotFoundError
 from .records import Record, RecordDataset
 
@@ -29,6 +29,7 @@ __all__ = [
     "GENRES",
     "LAYOUT",
     "OFFICIAL_SIZES",
+    "SPLITS",
     "MMIMDbDataset",
     "TextMode",
     "find_mmimdb",
@@ -64,7 +65,7 @@ _HDF5_HINT = (
 )
 
 
-class TextMode(str, Enum):
+class TextMode(Choice):
     """Which plot text(s) a movie contributes."""
 
     OUTLINE = "outline"  # one sample per movie: the plot outline if present, else the first plot

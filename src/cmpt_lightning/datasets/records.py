@@ -8,7 +8,6 @@ problems found while parsing); :class:`RecordDataset` turns records into
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -18,6 +17,7 @@ from typing import ClassVar, TypeVar
 import torch
 from PIL import Image
 
+from ..missing import rank_key
 from .base import MultimodalDataset
 from .errors import BadSampleError
 
@@ -141,16 +141,13 @@ class RecordDataset(MultimodalDataset):
         return torch.tensor(UNLABELLED if label is None else label, dtype=torch.long)
 
 
-def _rank_key(seed: int, key: str) -> bytes:
-    return hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
-
-
 def stratified_split(
     ids: Sequence[str], groups: Sequence[Hashable], fraction: float, seed: int = 0
 ) -> tuple[list[int], list[int]]:
     """Split positions into (kept, held out), holding out ``fraction`` of every group.
 
-    Within each group the samples are ranked by a BLAKE2b hash of ``(seed, id)`` and the first
+    Within each group the samples are ranked as the missing-modality protocol ranks them
+    (:func:`~cmpt_lightning.missing.rank_key`, a BLAKE2b hash of ``(seed, id)``) and the first
     ``round(n * fraction)`` are held out, at least one and at most ``n - 1`` for a group of
     ``n >= 2`` (a group of one stays whole). The split is a pure function of (seed, ids,
     groups): the same on every machine, and a sample's side does not depend on the order of
@@ -181,7 +178,7 @@ def stratified_split(
             continue
         exact = (Decimal(repr(fraction)) * n).to_integral_value(rounding=ROUND_HALF_UP)
         count = min(n - 1, max(1, int(exact)))
-        ranked = sorted(positions, key=lambda p: (_rank_key(seed, ids[p]), ids[p]))
+        ranked = sorted(positions, key=lambda p: (rank_key(ids[p], seed), ids[p]))
         held.extend(ranked[:count])
     held_set = set(held)
     kept = [p for p in range(len(ids)) if p not in held_set]

@@ -17,13 +17,7 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 
-__all__ = [
-    "CONFIG_DIR",
-    "build_clip",
-    "build_image_transform",
-    "build_tokenizer",
-    "context_length",
-]
+__all__ = ["CONFIG_DIR", "build_clip", "build_image_transform", "build_tokenizer"]
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +181,3 @@ def build_image_transform(
 def build_tokenizer(model_name: str) -> Any:
     """The open_clip tokenizer of ``model_name`` (callable on a list of strings -> [B, L] ids)."""
     return open_clip.get_tokenizer(model_name)
-
-
-def context_length(model_name: str) -> int:
-    """The number of text positions of ``model_name``'s text tower."""
-    cfg = open_clip.get_model_config(model_name) or {}
-    return int(cfg.get("text_cfg", {}).get("context_length", 77))

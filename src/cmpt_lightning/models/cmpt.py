@@ -9,9 +9,10 @@ import loralib
 import torch
 from torch import nn
 
+from .attention import add_lora
 from .clip import build_clip
 from .head import AvailabilityCase, Fusion, Method, ProxyTokenHead
-from .lora import LoRATargets, add_lora
+from .lora import LoRATargets
 from .towers import TextTower, VisionTower
 
 __all__ = ["CMPTFeatures", "CMPTModel", "CMPTOutput"]

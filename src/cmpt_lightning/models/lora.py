@@ -1,12 +1,15 @@
-"""Low-rank adapters (LoRA, Hu et al. 2021) for open_clip's attention blocks, built on ``loralib``.
+"""Low-rank adapters (LoRA, Hu et al. 2021) on frozen linear maps, built on ``loralib``.
 
-A frozen linear map ``W`` becomes ``W + (alpha / r) B A`` with ``A`` of shape [r, in] (Kaiming
-uniform init) and ``B`` of shape [out, r] (zero init), so an adapted model starts exactly where
-the pretrained one was. open_clip packs the query, key and value projections of a block in one
-``nn.MultiheadAttention.in_proj_weight`` of shape [3 * width, width]; :class:`LoRAAttention`
-replaces that module by an equivalent one whose packed projection is a ``loralib.MergedLinear``
-with ``enable_lora`` selecting q, k and/or v. ``targets="all"`` also adapts the attention output
-projection and both MLP linears with ``loralib.Linear``.
+The update: a frozen linear map ``y = W x + b`` becomes ``y = (W + (alpha / r) B A) x + b``, with
+``A`` of shape [r, in] (Kaiming uniform init) and ``B`` of shape [out, r]. The init: ``B = 0``, so
+an adapted model starts exactly where the pretrained one was; only ``A`` and ``B`` train.
+
+Where it is applied, per open_clip block and ``targets`` (:class:`LoRATargets`): the packed
+query/key/value projection ``in_proj`` [3 * width, width] is a :class:`LoRAMergedLinear` whose
+``enable_lora`` selects q and v (``qv``, the default) or q, k and v (``qkv``); ``all`` also
+adapts the attention output projection and both MLP linears (``c_fc``, ``c_proj``) with
+:class:`LoRALinear`. The attention module that holds these projections is
+:class:`~cmpt_lightning.models.attention.LoRAAttention`; :func:`wrap_linears` adapts the MLP.
 
 Two loralib behaviours are changed on purpose: weights are never merged (``merge_weights=False``:
 Lightning's eval loop never calls ``.train()`` again, so merging would silently freeze LoRA), and
@@ -16,7 +19,7 @@ the identity "dropout" is an ``nn.Identity`` rather than loralib's lambda, which
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 import loralib
@@ -26,38 +29,7 @@ from torch import nn
 
 from ..choices import Choice
 
-__all__ = [
-    "LoRAAttention",
-    "LoRALinear",
-    "LoRAMergedLinear",
-    "LoRATargets",
-    "ProxyLayout",
-    "add_lora",
-]
-
-
-@dataclass(frozen=True)
-class ProxyLayout:
-    """The attention layout of L real tokens followed by one proxy, without a dense mask.
-
-    Real tokens attend among themselves (causally for text) and never to the proxy; the proxy
-    attends to the real keys allowed by ``proxy_keys`` and to itself. :class:`LoRAAttention`
-    computes the real rows with no mask (or ``is_causal``), which lets PyTorch use its fused
-    (flash / memory-efficient) kernels, and the proxy row as one extra query: the same
-    arithmetic as the dense additive mask of
-    :func:`~cmpt_lightning.models.towers.proxy_attention_mask`, which the tests compare it with.
-
-    Attributes:
-        causal: the real tokens attend causally (the text tower).
-        proxy_keys: bool [B, L], the real keys the proxy may see; None: all of them.
-    """
-
-    causal: bool
-    proxy_keys: torch.Tensor | None = None
-
-    def to(self, *args: Any, **kwargs: Any) -> ProxyLayout:
-        """Itself: open_clip's blocks cast masks to the activations' dtype."""
-        return self
+__all__ = ["LoRALinear", "LoRAMergedLinear", "LoRATargets", "copy_linear", "wrap_linears"]
 
 
 class LoRATargets(Choice):
@@ -77,6 +49,29 @@ def _fix_loralib(layer: loralib.LoRALayer) -> None:
     """Replace loralib's lambda identity dropout by a picklable ``nn.Identity``."""
     if not isinstance(layer.lora_dropout, nn.Module):
         layer.lora_dropout = nn.Identity()
+
+
+def _loralib_kwargs(r: int, alpha: float, dropout: float) -> dict[str, Any]:
+    """Loralib's constructor arguments for rank ``r``: never merged (see the module docstring)."""
+    return {"r": r, "lora_alpha": alpha, "lora_dropout": dropout, "merge_weights": False}
+
+
+def copy_linear(layer: nn.Linear, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """Load a frozen ``weight`` [out, in] and ``bias`` [out] into ``layer`` (a missing bias: 0).
+
+    Args:
+        layer: the linear map (plain or LoRA) to overwrite; its adapters are left as they are.
+        weight: the weight to copy, [out, in].
+        bias: the bias to copy, [out], or None for a map without bias (``layer.bias`` is zeroed,
+            so the output is the same).
+    """
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if layer.bias is not None:
+            if bias is None:
+                layer.bias.zero_()
+            else:
+                layer.bias.copy_(bias)
 
 
 class LoRAMergedLinear(loralib.MergedLinear):
@@ -100,12 +95,9 @@ class LoRAMergedLinear(loralib.MergedLinear):
         super().__init__(
             in_features,
             out_features,
-            r=r,
-            lora_alpha=alpha,
-            lora_dropout=dropout,
             enable_lora=enable_lora,
-            merge_weights=False,
             bias=bias,
+            **_loralib_kwargs(r, alpha, dropout),
         )
         _fix_loralib(self)
         if hasattr(self, "lora_ind"):  # a plain attribute in loralib: make it follow .to(device)
@@ -139,191 +131,49 @@ class LoRALinear(loralib.Linear):
     def __init__(
         self, in_features: int, out_features: int, *, r: int, alpha: float, dropout: float
     ) -> None:
-        super().__init__(
-            in_features,
-            out_features,
-            r=r,
-            lora_alpha=alpha,
-            lora_dropout=dropout,
-            merge_weights=False,
-        )
+        super().__init__(in_features, out_features, **_loralib_kwargs(r, alpha, dropout))
         _fix_loralib(self)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, r: int, alpha: float, dropout: float) -> LoRALinear:
-        """Wrap an existing ``nn.Linear``, copying its weight and bias."""
+        """Wrap an existing ``nn.Linear``, copying its weight and bias (none: a zero bias)."""
         new = cls(linear.in_features, linear.out_features, r=r, alpha=alpha, dropout=dropout)
-        new.to(linear.weight.dtype)
-        with torch.no_grad():
-            new.weight.copy_(linear.weight)
-            if linear.bias is not None and new.bias is not None:
-                new.bias.copy_(linear.bias)
+        new.to(device=linear.weight.device, dtype=linear.weight.dtype)
+        copy_linear(new, linear.weight, linear.bias)
         return new
 
 
-class LoRAAttention(nn.Module):
-    """Drop-in for open_clip's ``nn.MultiheadAttention`` (batch first, self-attention only).
-
-    It takes the same call as the module it replaces, ``attn(x, x, x, need_weights=False,
-    attn_mask=mask)``, and runs PyTorch's scaled-dot-product attention. ``attn_mask`` is an
-    additive float mask of shape [L, L], [B, 1, L, L] or [B, heads, L, L] (``-inf`` blocks).
-    """
-
-    def __init__(
-        self,
-        embed_dim: int,
-        num_heads: int,
-        *,
-        r: int = 1,
-        alpha: float = 1.0,
-        dropout: float = 0.0,
-        targets: LoRATargets | str = LoRATargets.QV,
-    ) -> None:
-        super().__init__()
-        targets = LoRATargets(targets)
-        if embed_dim % num_heads:
-            msg = f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}"
-            raise ValueError(msg)
-        self.embed_dim = embed_dim
-        self.num_heads = num_heads
-        enable = [True, targets != LoRATargets.QV, True]
-        self.in_proj = LoRAMergedLinear(
-            embed_dim, 3 * embed_dim, r=r, alpha=alpha, dropout=dropout, enable_lora=enable
-        )
-        self.out_proj: nn.Linear
-        if targets == LoRATargets.ALL and r > 0:
-            self.out_proj = LoRALinear(embed_dim, embed_dim, r=r, alpha=alpha, dropout=dropout)
-        else:
-            self.out_proj = nn.Linear(embed_dim, embed_dim)
-
-    @classmethod
-    def from_mha(
-        cls,
-        mha: nn.MultiheadAttention,
-        *,
-        r: int,
-        alpha: float,
-        dropout: float,
-        targets: LoRATargets | str,
-    ) -> LoRAAttention:
-        """Build from an ``nn.MultiheadAttention``, copying its projection weights."""
-        if not mha.batch_first or mha.in_proj_weight is None or mha.in_proj_bias is None:
-            msg = (
-                "LoRAAttention replaces batch-first nn.MultiheadAttention with packed, biased "
-                f"q/k/v projections; got {mha!r}"
-            )
-            raise TypeError(msg)
-        new = cls(mha.embed_dim, mha.num_heads, r=r, alpha=alpha, dropout=dropout, targets=targets)
-        new.to(mha.in_proj_weight.dtype)
-        with torch.no_grad():
-            new.in_proj.weight.copy_(mha.in_proj_weight)
-            new.in_proj.bias.copy_(mha.in_proj_bias)
-            new.out_proj.weight.copy_(mha.out_proj.weight)
-            new.out_proj.bias.copy_(mha.out_proj.bias)
-        return new
-
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor | None = None,
-        value: torch.Tensor | None = None,
-        need_weights: bool = False,
-        attn_mask: torch.Tensor | ProxyLayout | None = None,
-    ) -> tuple[torch.Tensor, None]:
-        """Self-attention over ``query`` [B, L, width]; ``key``/``value`` must be it or None.
-
-        ``attn_mask`` is an additive float mask, or a :class:`ProxyLayout` for a sequence whose
-        last token is a proxy.
-        """
-        if (key is not None and key is not query) or (value is not None and value is not query):
-            msg = "LoRAAttention implements self-attention only (key and value must be the query)"
-            raise ValueError(msg)
-        batch, length, width = query.shape
-        qkv = self.in_proj(query)  # shape = [B, L, 3 * width]
-        qkv = qkv.view(batch, length, 3, self.num_heads, width // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, heads, L, head_dim]
-        if isinstance(attn_mask, ProxyLayout):
-            out = _proxy_attention(q, k, v, attn_mask)
-        else:
-            if attn_mask is not None:
-                attn_mask = attn_mask.to(q.dtype)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        out = out.transpose(1, 2).reshape(batch, length, width)  # shape = [B, L, width]
-        return self.out_proj(out), None
-
-
-def _proxy_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: ProxyLayout
-) -> torch.Tensor:
-    """Attention of L real tokens and a last proxy token (all [B, heads, L + 1, head_dim])."""
-    real = F.scaled_dot_product_attention(
-        q[:, :, :-1], k[:, :, :-1], v[:, :, :-1], is_causal=layout.causal
-    )  # shape = [B, heads, L, head_dim]: the real tokens never see the proxy
-    bias = None
-    if layout.proxy_keys is not None:
-        keys = F.pad(layout.proxy_keys, (0, 1), value=True)  # the proxy sees itself
-        bias = torch.zeros(keys.shape, dtype=q.dtype, device=q.device)
-        bias = bias.masked_fill(~keys, float("-inf"))[:, None, None, :]  # [B, 1, 1, L + 1]
-    proxy = F.scaled_dot_product_attention(q[:, :, -1:], k, v, attn_mask=bias)
-    return torch.cat([real, proxy], dim=2)  # shape = [B, heads, L + 1, head_dim]
-
-
-def add_lora(
-    transformer: nn.Module,
-    *,
-    r: int = 1,
-    alpha: float = 1.0,
-    dropout: float = 0.0,
-    targets: LoRATargets | str = LoRATargets.QV,
+def wrap_linears(
+    module: nn.Module, names: Iterable[str], *, r: int, alpha: float, dropout: float
 ) -> int:
-    """Replace the attention of every block of an open_clip ``Transformer`` in place.
+    """Replace the named ``nn.Linear`` children of ``module`` by :class:`LoRALinear`, in place.
 
-    Every ``resblocks[i].attn`` becomes a :class:`LoRAAttention` (always, so that per-sample
-    float masks work the same with any rank); with ``targets="all"`` the MLP linears also become
-    :class:`LoRALinear`. Call this after loading pretrained weights (open_clip loads strictly).
+    Children that are already :class:`LoRALinear` are left as they are.
 
     Args:
-        transformer: an ``open_clip.transformer.Transformer`` (``model.visual.transformer`` or
-            the text transformer).
-        r: adapter rank; 0 disables adapters.
+        module: the parent, e.g. an open_clip block's ``mlp``.
+        names: attribute names of the linears to adapt, e.g. ``("c_fc", "c_proj")``.
+        r: adapter rank.
         alpha: scaling numerator, the update is ``(alpha / r) B A``.
         dropout: dropout on the adapter input.
-        targets: ``qv``, ``qkv`` or ``all``.
 
     Returns:
-        The number of blocks adapted.
+        The number of linears replaced.
 
     Raises:
-        TypeError: if a block is not open_clip's default ``ResidualAttentionBlock``.
+        TypeError: if a named child is not an ``nn.Linear``.
     """
-    if r < 0:
-        msg = f"lora rank must be >= 0, got {r!r}"
-        raise ValueError(msg)
-    targets = LoRATargets(targets)
-    blocks = getattr(transformer, "resblocks", None)
-    if blocks is None:
-        msg = f"expected an open_clip Transformer with .resblocks, got {type(transformer).__name__}"
-        raise TypeError(msg)
-    for i, block in enumerate(blocks):
-        attn = getattr(block, "attn", None)
-        if not isinstance(attn, nn.MultiheadAttention | LoRAAttention):
+    count = 0
+    for name in names:
+        linear = getattr(module, name, None)
+        if isinstance(linear, LoRALinear):
+            continue
+        if not isinstance(linear, nn.Linear):
             msg = (
-                f"block {i} is a {type(block).__name__} with attention {type(attn).__name__}; "
-                "CMPT supports open_clip's default ResidualAttentionBlock (nn.MultiheadAttention), "
-                "as in the ViT-*/RN-free CLIP configs"
+                f"{type(module).__name__}.{name} must be an nn.Linear to get a LoRA adapter, got "
+                f"{type(linear).__name__}; use lora targets 'qv' or 'qkv' to leave it as is"
             )
             raise TypeError(msg)
-        if isinstance(attn, LoRAAttention):
-            continue
-        block.attn = LoRAAttention.from_mha(
-            attn, r=r, alpha=alpha, dropout=dropout, targets=targets
-        )
-        if targets == LoRATargets.ALL and r > 0:
-            for name in ("c_fc", "c_proj"):
-                linear = getattr(block.mlp, name)
-                setattr(
-                    block.mlp,
-                    name,
-                    LoRALinear.from_linear(linear, r=r, alpha=alpha, dropout=dropout),
-                )
-    return len(blocks)
+        setattr(module, name, LoRALinear.from_linear(linear, r=r, alpha=alpha, dropout=dropout))
+        count += 1
+    return count

@@ -2,8 +2,9 @@
 
 The proxy attends to the real tokens of its tower; no real token attends to the proxy, so the
 real outputs are exactly those of plain open_clip (the mask column of the proxy is ``-inf`` for
-every real query). Both functions read open_clip's own modules (``_embeds``, ``_pool``, the text
-layers) so that the real path is open_clip's code, not a copy of it.
+every real query; see :mod:`cmpt_lightning.models.proxy`). Both towers read open_clip's own
+modules (``_embeds``, ``_pool``, the text layers) so that the real path is open_clip's code, not a
+copy of it.
 """
 
 from __future__ import annotations
@@ -15,45 +16,9 @@ import torch
 from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
 from torch import nn
 
-from .lora import ProxyLayout
+from .proxy import ProxyLayout
 
-__all__ = ["TextTower", "VisionTower", "proxy_attention_mask"]
-
-
-def proxy_attention_mask(
-    real_mask: torch.Tensor | None,
-    proxy_keys: torch.Tensor,
-    *,
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    """The additive [*, L + 1, L + 1] mask for L real tokens followed by one proxy.
-
-    Args:
-        real_mask: the tower's own additive mask over the real tokens, [L, L] (causal for text)
-            or None for full attention.
-        proxy_keys: bool, which real keys the proxy may attend to: [L] (same for every sample)
-            or [B, L].
-        dtype: the float dtype of the mask.
-
-    Returns:
-        [L + 1, L + 1] when ``proxy_keys`` is [L], else [B, 1, L + 1, L + 1] (broadcast over
-        heads). Real queries see the real mask and ``-inf`` on the proxy; the proxy sees itself
-        and the allowed real keys.
-    """
-    length = proxy_keys.shape[-1]
-    lead = proxy_keys.shape[:-1]
-    device = proxy_keys.device
-    neg_inf = float("-inf")
-    mask = torch.zeros(*lead, length + 1, length + 1, dtype=dtype, device=device)
-    if real_mask is not None:
-        mask[..., :length, :length] = real_mask[:length, :length].to(dtype)
-    mask[..., :length, length] = neg_inf  # no real token attends to the proxy
-    proxy_row = torch.zeros(*lead, length, dtype=dtype, device=device)
-    proxy_row.masked_fill_(~proxy_keys, neg_inf)
-    mask[..., length, :length] = proxy_row  # the proxy sees only the allowed real tokens
-    if lead:
-        mask = mask.unsqueeze(1)  # shape = [B, 1, L + 1, L + 1]
-    return mask
+__all__ = ["TextTower", "VisionTower"]
 
 
 def _is_causal(mask: torch.Tensor | None) -> bool:
@@ -226,8 +191,8 @@ class TextTower:
         """Encode token ids ``text`` [B, L] with ``proxy`` [width] appended.
 
         Returns:
-            (text embedding [B, D], proxy embedding [B, D]); with ``proxy=None`` the tower
-            runs exactly as open_clip's (the baselines) and the second item is None.
+            The text embedding and the proxy's, each [B, D] (the proxy's is None, and the tower
+            open_clip's own, when ``proxy`` is None, as for the baselines).
         """
         parts = self._parts
         cast_dtype = parts.transformer.get_cast_dtype()

@@ -1,18 +1,19 @@
-"""Sweeps: test-time missing cells from one pass; grids of training settings over submitit.
+"""The cluster sweep: ``cmpt sweep run`` fits a grid of training settings through submitit.
 
-``onepass``: every test-time (missing rate, type) cell from one evaluation pass. ``grid``,
-``plan``, ``launch``, ``job``: ``cmpt sweep`` runs a grid of training settings through submitit;
-``collect``: ``cmpt sweep collect`` aggregates it.
+``grid`` (grid files, named variants, checked against ``cmpt fit``'s parser), ``plan`` (cells,
+resolved configs, job resources), ``launch`` and ``job`` (submission, markers, resume),
+``collect`` and ``plots`` (``cmpt sweep collect``), ``command`` (the subcommands of ``cmpt``).
+Not to be confused with the test grid (:mod:`cmpt_lightning.evaluation`), which evaluates one
+trained model over test-time missing rates and types.
 """
 
-from .collect import SweepResults, collect_sweep
+from .collect import collect_sweep
 from .grid import Cell, ConfigResolver, Grid, expand_grid, load_grid
 from .launch import CellFailure, SweepReport, launch_sweep
-from .onepass import CASE_ORDER, evaluate_cells, select_case_logits, write_sweep
 from .plan import ExecutorKind, SlurmSettings, SweepSettings, plan_sweep
+from .results import SweepResults
 
 __all__ = [
-    "CASE_ORDER",
     "Cell",
     "CellFailure",
     "ConfigResolver",
@@ -23,11 +24,8 @@ __all__ = [
     "SweepResults",
     "SweepSettings",
     "collect_sweep",
-    "evaluate_cells",
     "expand_grid",
     "launch_sweep",
     "load_grid",
     "plan_sweep",
-    "select_case_logits",
-    "write_sweep",
 ]

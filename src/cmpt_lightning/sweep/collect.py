@@ -17,34 +17,14 @@ import json
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .job import CellState
+from .plots import plot_curves, plot_heatmap
+from .results import SweepResults
 
 __all__ = ["SweepResults", "collect_sweep"]
-
-
-@dataclass
-class SweepResults:
-    """What :func:`collect_sweep` found and wrote.
-
-    Attributes:
-        rows: one dict per train cell x test cell (the rows of ``results.csv``).
-        train_columns: the columns naming the train cell (aliases of the varying non-seed keys).
-        metrics: the metrics, in the order of the cells' ``sweep.csv``.
-        main_metric: the metric of the plots.
-        missing: cells of the grid without results (not finished).
-        paths: the files written, by kind (``csv``, ``md``, ``heatmap``, ``curves``).
-    """
-
-    rows: list[dict[str, Any]]
-    train_columns: list[str]
-    metrics: list[str]
-    main_metric: str
-    missing: list[str]
-    paths: dict[str, Path]
 
 
 def _number(text: str) -> float:
@@ -186,8 +166,6 @@ def collect_sweep(
     _write_csv(rows, result.paths["csv"])
     result.paths["md"] = run_dir / "results.md"
     _write_markdown(result, len(finished), result.paths["md"])
-    from .plots import plot_curves, plot_heatmap
-
     label = train_keys[0] if len(train_keys) == 1 else None
     for kind, plot in (("heatmap", plot_heatmap), ("curves", plot_curves)):
         path = run_dir / f"{kind}.png"

@@ -7,6 +7,13 @@ A grid file maps dotted ``cmpt fit`` config keys to lists of values::
 
 Its cells are the product of the lists, in file order (the last key varies fastest). A key with
 a single value is a fixed override: it applies to every cell and stays out of the cell names.
+Named variants bundle overrides into one axis, ``variant``, that comes first::
+
+    variants:
+      cmpt: {}
+      cmpt_no_align: {model.init_args.align_weight: 0}
+      zero_fill: {model.init_args.method: zero_fill}
+
 Each cell's full config (base config + the cell's values) is parsed by the parser of ``cmpt fit``
 itself, so a misspelt key, a key the chosen model or data class does not take, or a value of the
 wrong type fails before anything runs, naming the grid key.
@@ -27,8 +34,11 @@ from typing import Any
 
 import yaml
 
+from ..cli import fit_parser
+
 __all__ = [
     "RESERVED_KEYS",
+    "VARIANT",
     "Cell",
     "ConfigResolver",
     "Grid",
@@ -39,7 +49,13 @@ __all__ = [
 ]
 
 #: Keys the sweep sets itself (the cell's run directory, the test after fit, the test sweep).
-RESERVED_KEYS = ("trainer.default_root_dir", "test_after_fit", "model.init_args.sweep")
+RESERVED_KEYS = (
+    "trainer.default_root_dir",
+    "test_after_fit",
+    "model.init_args.test_grid",
+    "model.init_args.sweep",
+    "variant",
+)
 
 
 def is_seed_key(key: str) -> bool:
@@ -52,39 +68,59 @@ def is_seed_key(key: str) -> bool:
     return last in ("seed_everything", "seed") or last.endswith("_seed")
 
 
+#: The axis of a grid's named variants (``variants:`` in a grid file).
+VARIANT = "variant"
+
+
+def _check_key(key: Any, where: str, *, variant_ok: bool = False) -> None:
+    """A grid key must be a dotted config key that the sweep does not set itself."""
+    if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
+        msg = (
+            f"grid key {key!r}{where} is not a dotted config key; write keys as in "
+            "'cmpt fit --print_config', e.g. data.init_args.train_missing.rate"
+        )
+        raise ValueError(msg)
+    for reserved in RESERVED_KEYS:
+        if (key == reserved or key.startswith(reserved + ".")) and not (
+            variant_ok and key == VARIANT
+        ):
+            msg = (
+                f"grid key {key!r}{where} is set by the sweep itself ({reserved}); use --out for "
+                "the run directory, --test_rates/--test_types for the test grid, and a "
+                "'variants:' mapping for named variants"
+            )
+            raise ValueError(msg)
+
+
 @dataclass
 class Grid:
-    """The axes of a sweep: config keys and their values, in file order.
+    """The axes of a sweep: config keys and their values, in file order, and named variants.
+
+    A variant is a named bundle of overrides (``cmpt_no_align: {model.init_args.align_weight:
+    0}``); the variants form the first axis, ``variant``, whose values are their names.
 
     Attributes:
-        axes: dotted config key -> the values it takes.
+        axes: dotted config key (or ``variant``) -> the values it takes.
         source: the file it was read from (None when built in code).
+        variants: variant name -> its overrides (dotted config key -> value); None: no variants.
     """
 
     axes: dict[str, list[Any]]
     source: Path | None = None
+    variants: dict[str, dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         where = f" in {self.source}" if self.source is not None else ""
+        if self.variants is not None:
+            self._check_variants(where)
+            self.axes = {VARIANT: list(self.variants), **self.axes}
         if not self.axes:
             msg = (
                 f"the grid{where} is empty; map config keys to lists, e.g. seed_everything: [0, 1]"
             )
             raise ValueError(msg)
         for key, values in self.axes.items():
-            if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
-                msg = (
-                    f"grid key {key!r}{where} is not a dotted config key; write keys as in "
-                    "'cmpt fit --print_config', e.g. data.init_args.train_missing.rate"
-                )
-                raise ValueError(msg)
-            for reserved in RESERVED_KEYS:
-                if key == reserved or key.startswith(reserved + "."):
-                    msg = (
-                        f"grid key {key!r}{where} is set by the sweep itself ({reserved}); use "
-                        "--out for the run directory, --test-rates/--test-types for the test sweep"
-                    )
-                    raise ValueError(msg)
+            _check_key(key, where, variant_ok=self.variants is not None)
             if not isinstance(values, list):
                 msg = (
                     f"grid key {key!r}{where} must map to a list of values, got "
@@ -94,6 +130,37 @@ class Grid:
             if not values:
                 msg = f"grid key {key!r}{where} has an empty list; give at least one value"
                 raise ValueError(msg)
+
+    def _check_variants(self, where: str) -> None:
+        variants = self.variants or {}
+        if not isinstance(variants, dict) or not variants:
+            msg = (
+                f"'variants'{where} must map names to overrides, e.g. {{cmpt: {{}}, "
+                f"zero_fill: {{model.init_args.method: zero_fill}}}}; got {variants!r}"
+            )
+            raise TypeError(msg)
+        for name, bundle in variants.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+                msg = f"variant name {name!r}{where} must be letters, digits, '_', '-', '.' or '+'"
+                raise ValueError(msg)
+            if not isinstance(bundle, dict):
+                msg = (
+                    f"variant {name!r}{where} must map config keys to values, got "
+                    f"{type(bundle).__name__} {bundle!r}; write {{}} for the base config as is"
+                )
+                raise TypeError(msg)
+            for key in bundle:
+                _check_key(key, where)
+                if key in self.axes:
+                    msg = f"variant {name!r}{where} sets {key!r}, which is also a grid axis"
+                    raise ValueError(msg)
+
+    def config_overrides(self, cell: Cell) -> dict[str, Any]:
+        """The config keys a cell sets: its axis values, with its variant's bundle expanded."""
+        overrides = {k: v for k, v in cell.overrides.items() if k != VARIANT}
+        if self.variants is not None and VARIANT in cell.overrides:
+            overrides.update(self.variants[cell.overrides[VARIANT]])
+        return overrides
 
     @property
     def varying(self) -> list[str]:
@@ -107,7 +174,7 @@ class Grid:
 
 
 def load_grid(path: str | Path) -> Grid:
-    """Read a grid file (YAML mapping of dotted config keys to lists).
+    """Read a grid file (YAML mapping of dotted config keys to lists, and optional variants).
 
     Args:
         path: the grid file.
@@ -126,7 +193,8 @@ def load_grid(path: str | Path) -> Grid:
             f"{type(data).__name__}"
         )
         raise TypeError(msg)
-    return Grid(axes=data, source=path)
+    variants = data.pop("variants", None)
+    return Grid(axes=data, source=path, variants=variants)
 
 
 def key_aliases(keys: Sequence[str]) -> dict[str, str]:
@@ -188,7 +256,7 @@ def expand_grid(grid: Grid) -> list[Cell]:
     aliases = key_aliases(grid.varying)
     spelled: dict[str, list[str]] = {}
     for key in grid.varying:
-        texts = [_format_value(v) for v in grid.axes[key]]
+        texts = [str(v) if key == VARIANT else _format_value(v) for v in grid.axes[key]]
         if len(set(texts)) < len(texts):
             texts = [f"{t}-{i}" for i, t in enumerate(texts)]
         spelled[key] = texts
@@ -246,7 +314,7 @@ class ConfigResolver:
             if not path.is_file():
                 msg = f"config file {str(path)!r} not found"
                 raise FileNotFoundError(msg)
-        self.parser = _fit_parser()
+        self.parser = fit_parser()
         self.base_args = [arg for path in self.configs for arg in ("--config", str(path))]
         try:
             self.base = self.parser.parse_args(self.base_args)
@@ -290,31 +358,3 @@ class ConfigResolver:
         with warnings.catch_warnings():  # the spelling Lightning's own config saving uses
             warnings.simplefilter("ignore", DeprecationWarning)
             return str(self.parser.dump(config, skip_none=False))
-
-
-class _ParserReady(Exception):
-    """Carries the parser out of LightningCLI's constructor before it parses or builds."""
-
-    def __init__(self, parser: Any) -> None:
-        super().__init__("parser ready")
-        self.parser = parser
-
-
-def _fit_parser() -> Any:
-    """The parser ``cmpt fit`` uses (same classes, links and defaults as :func:`main.main`)."""
-    from ..main import CMPTCLI, cli_settings
-
-    class _ParserOnly(CMPTCLI):
-        def parse_arguments(self, parser: Any, args: Any) -> None:
-            raise _ParserReady(parser)
-
-    try:
-        _ParserOnly(
-            **cli_settings(),
-            run=False,
-            parser_kwargs={"exit_on_error": False, "allow_abbrev": False},
-        )
-    except _ParserReady as ready:
-        return ready.parser
-    msg = "LightningCLI did not call parse_arguments; the sweep's parser hook needs updating"
-    raise RuntimeError(msg)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from ..cli import run_fit
 
 __all__ = ["CellState", "read_marker", "run_cell", "write_marker"]
 
@@ -104,25 +105,17 @@ def resume_point(cell_dir: Path) -> Path | None:
 
 
 def _fit(config: Path) -> None:
-    """``cmpt fit --config CONFIG`` in this process, as if typed on the command line.
+    """``cmpt fit --config CONFIG`` in this process, resuming from the cell's newest checkpoint.
 
     Resumes from :func:`resume_point` of the cell when an earlier attempt saved a checkpoint.
     """
-    from ..main import main
-
-    argv = sys.argv
-    sys.argv = ["cmpt", "fit", "--config", str(config)]
     checkpoint = resume_point(config.parent)
-    if checkpoint is not None:
-        sys.argv += ["--ckpt_path", str(checkpoint)]
     try:
-        main()
-    except SystemExit as exit_:
+        run_fit(config, checkpoint)
+    except SystemExit as exit_:  # the config did not parse (the parser printed why)
         if exit_.code not in (0, None):
             msg = f"cmpt fit --config {config} exited with status {exit_.code}"
             raise RuntimeError(msg) from exit_
-    finally:
-        sys.argv = argv
 
 
 class CellJob:

@@ -13,11 +13,11 @@ import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ..missing import DEFAULT_RATES, SweepConfig
+from ..choices import Choice
+from ..evaluation import DEFAULT_RATES, TestGrid
 from .grid import Cell, ConfigResolver, Grid, expand_grid, key_aliases, load_grid
 from .job import CellState
 
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 
-class ExecutorKind(str, Enum):
+class ExecutorKind(Choice):
     """Where the cells run."""
 
     LOCAL = "local"  # submitit LocalExecutor: one subprocess per cell on this machine
@@ -85,8 +85,8 @@ class SweepSettings:
         grid: the grid file (dotted config keys -> lists of values).
         out: the sweep's run directory (one sub-directory per cell).
         executor: ``local``, ``debug`` or ``slurm``.
-        test_rates: test-time missing rates of each cell's one-pass test sweep.
-        test_types: test-time missing types of the test sweep.
+        test_rates: test-time missing rates of each cell's one-pass test grid.
+        test_types: test-time missing types of the test grid.
         time: time limit per cell: minutes or ``[D-]HH:MM:SS`` (SLURM ``--time``, local timeout).
         parallelism: local executor: cells run at once (None: all); SLURM: see
             ``slurm.array_parallelism``.
@@ -101,7 +101,7 @@ class SweepSettings:
     executor: ExecutorKind | str = ExecutorKind.LOCAL
     test_rates: list[float] = field(default_factory=lambda: list(DEFAULT_RATES))
     test_types: list[str] = field(default_factory=lambda: ["text", "image", "both"])
-    time: int | str = "24:00:00"
+    time: str = "24:00:00"
     parallelism: int | None = None
     dry_run: bool = False
     wait: bool | None = None
@@ -109,7 +109,7 @@ class SweepSettings:
 
     def __post_init__(self) -> None:
         self.executor = ExecutorKind(self.executor)
-        test = SweepConfig(rates=list(self.test_rates), types=list(self.test_types))  # checks
+        test = TestGrid(rates=list(self.test_rates), types=list(self.test_types))  # checks
         self.test_rates, self.test_types = test.rates, test.types
         self.configs = [Path(c) for c in self.configs]
         self.grid, self.out = Path(self.grid), Path(self.out).resolve()
@@ -200,10 +200,10 @@ def plan_sweep(settings: SweepSettings) -> tuple[Grid, list[PlannedCell]]:
         fixed = {
             "trainer.default_root_dir": str(directory),
             "test_after_fit": True,
-            "model.init_args.sweep.rates": settings.test_rates,
-            "model.init_args.sweep.types": settings.test_types,
+            "model.init_args.test_grid.rates": settings.test_rates,
+            "model.init_args.test_grid.types": settings.test_types,
         }
-        config = resolver.parse({**cell.overrides, **fixed})
+        config = resolver.parse({**grid.config_overrides(cell), **fixed})
         trainer = config.trainer
         planned.append(
             PlannedCell(
@@ -306,7 +306,7 @@ def print_plan(settings: SweepSettings, grid: Grid, planned: Sequence[PlannedCel
         print(f"fixed overrides: {fixed}")
     print(
         f"each job: cmpt fit --config {settings.out}/<cell>/config.yaml (test_after_fit, "
-        f"test sweep rates {settings.test_rates} types {settings.test_types})"
+        f"test grid rates {settings.test_rates} types {settings.test_types})"
     )
     for params, cells in executor_groups(settings, planned):
         if settings.kind == ExecutorKind.SLURM:

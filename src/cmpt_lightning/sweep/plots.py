@@ -1,15 +1,14 @@
-"""The figures of ``cmpt sweep collect`` (drawn only when matplotlib is installed)."""
+"""The figures of ``cmpt sweep collect`` and ``cmpt study`` (drawn when matplotlib is installed)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .collect import SweepResults
+from .results import SweepResults
 
-__all__ = ["plot_curves", "plot_heatmap"]
+__all__ = ["plot_curves", "plot_heatmap", "plot_study"]
 
 
 def _pyplot() -> Any:
@@ -21,6 +20,23 @@ def _pyplot() -> Any:
     except ImportError:
         return None
     return plt
+
+
+def _line_with_band(
+    ax: Any, x: list[float], mean: list[float], std: list[float], label: str
+) -> None:
+    """A line of means with mean ± std shaded (where a std is known)."""
+    (line,) = ax.plot(x, mean, marker="o", markersize=3, label=label)
+    if any(not math.isnan(s) for s in std):
+        spread = [0.0 if math.isnan(s) else s for s in std]
+        ax.fill_between(
+            x,
+            [m - s for m, s in zip(mean, spread, strict=True)],
+            [m + s for m, s in zip(mean, spread, strict=True)],
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0,
+        )
 
 
 def _layout(result: SweepResults) -> tuple[list[str], list[float], list[str], dict]:
@@ -55,8 +71,7 @@ def plot_heatmap(result: SweepResults, path: Path, train_label: str = "train cel
     plt = _pyplot()
     if plt is None:
         return False
-    metric = result.main_metric
-    types, rates, labels, cells = _layout(result)
+    metric, (types, rates, labels, cells) = result.main_metric, _layout(result)
     grids = []
     for missing_type in types:
         grid = [
@@ -123,17 +138,7 @@ def plot_curves(result: SweepResults, path: Path, train_label: str = "train cell
             x = [r for r, _ in points]
             mean = [row[f"{metric}_mean"] for _, row in points]
             std = [row[f"{metric}_std"] for _, row in points]
-            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=label)
-            if any(not math.isnan(s) for s in std):
-                spread = [0.0 if math.isnan(s) else s for s in std]
-                ax.fill_between(
-                    x,
-                    [m - s for m, s in zip(mean, spread, strict=True)],
-                    [m + s for m, s in zip(mean, spread, strict=True)],
-                    color=line.get_color(),
-                    alpha=0.2,
-                    linewidth=0,
-                )
+            _line_with_band(ax, x, mean, std, label)
         ax.set_title(f"test missing: {missing_type}")
         ax.set_xlabel("test missing rate")
         ax.grid(alpha=0.3)
@@ -141,6 +146,58 @@ def plot_curves(result: SweepResults, path: Path, train_label: str = "train cell
     axes[0][-1].legend(title=train_label, fontsize=8)
     fig.suptitle(f"{metric} against the test missing rate ({_seeds_note(result)}, ± std shaded)")
     fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def plot_study(rows: list[dict[str, Any]], path: Path) -> bool:
+    """``cmpt study``'s figure: the main metric against the test missing rate, one line per method.
+
+    One row of panels per training regime, one column per test missing type; mean ± std over
+    seeds shaded.
+
+    Args:
+        rows: the study's rows (``train_rate``, ``variant``, ``type``, ``rate``, ``metric``,
+            ``mean``, ``std``).
+        path: the PNG to write.
+
+    Returns:
+        False when matplotlib is not installed (nothing written).
+    """
+    plt = _pyplot()
+    if plt is None:
+        return False
+    regimes = sorted({r["train_rate"] for r in rows})
+    kinds = list(dict.fromkeys(r["type"] for r in rows))
+    fig, axes = plt.subplots(
+        len(regimes),
+        len(kinds),
+        figsize=(4 * len(kinds), 3.2 * len(regimes)),
+        squeeze=False,
+        sharey=True,
+        dpi=110,
+        layout="constrained",
+    )
+    for i, train_rate in enumerate(regimes):
+        for j, kind in enumerate(kinds):
+            ax = axes[i][j]
+            for variant in dict.fromkeys(r["variant"] for r in rows):
+                cells = [
+                    r
+                    for r in rows
+                    if (r["train_rate"], r["variant"], r["type"]) == (train_rate, variant, kind)
+                ]
+                x = [c["rate"] for c in cells]
+                _line_with_band(
+                    ax, x, [c["mean"] for c in cells], [c["std"] for c in cells], variant
+                )
+            ax.set_title(f"train missing {train_rate:.0%}; test missing: {kind}", fontsize=9)
+            ax.set_xlabel("test missing rate")
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel(rows[0]["metric"])
+    axes[0][-1].legend(fontsize=8)
     fig.savefig(path)
     plt.close(fig)
     return True

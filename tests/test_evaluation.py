@@ -9,8 +9,9 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from torch.utils.data import DataLoader, DistributedSampler
 
-from cmpt_lightning import CMPTModule, MissingConfig, SweepConfig, SyntheticDataModule
-from cmpt_lightning.sweep import select_case_logits
+from cmpt_lightning import CMPTModule, MissingConfig, SyntheticDataModule, TestGrid
+from cmpt_lightning.evaluation import evaluate_cells, select_case_logits
+from cmpt_lightning.missing import MissingPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = [("text", 0.3), ("image", 0.7), ("both", 0.5), ("both", 1.0), ("text", 0.0)]
@@ -50,12 +51,12 @@ def trained(tmp_path_factory):
     return module
 
 
-def test_sweep_cells_equal_separate_runs_exactly(trained, tmp_path):
-    trained.sweep = SweepConfig(rates=[0.0, 0.3, 0.5, 0.7, 1.0], types=["text", "image", "both"])
+def test_test_grid_cells_equal_separate_runs_exactly(trained, tmp_path):
+    trained.test_grid = TestGrid(rates=[0.0, 0.3, 0.5, 0.7, 1.0], types=["text", "image", "both"])
     _trainer(tmp_path).test(trained, datamodule=_data(), verbose=False)
-    cells = {(r["type"], r["rate"]): r for r in trained.sweep_results}
+    cells = {(r["type"], r["rate"]): r for r in trained.test_grid_results}
     assert len(cells) == 15
-    trained.sweep = None
+    trained.test_grid = None
     for missing_type, rate in CELLS:
         data = _data(eval_missing=MissingConfig(rate=rate, type=missing_type))
         metrics = _trainer(tmp_path).test(trained, datamodule=data, verbose=False)[0]
@@ -67,13 +68,13 @@ def test_sweep_cells_equal_separate_runs_exactly(trained, tmp_path):
     assert text_gone["count_image_only"] == 61 and text_gone["count_complete"] == 0
 
 
-def test_sweep_writes_csv_json_png_with_schema(trained, tmp_path):
-    trained.sweep = SweepConfig(rates=[0.0, 1.0], types=["both"])
+def test_test_grid_writes_csv_json_png_with_schema(trained, tmp_path):
+    trained.test_grid = TestGrid(rates=[0.0, 1.0], types=["both"])
     trainer = Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
     )
     trainer.test(trained, datamodule=_data(), verbose=False)
-    trained.sweep = None
+    trained.test_grid = None
     with (tmp_path / "sweep.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["rate"] for r in rows] == ["0.0", "1.0"]
@@ -96,21 +97,50 @@ def test_select_case_logits():
     img = torch.tensor([True, True, False, True])
     txt = torch.tensor([True, False, True, True])
     assert select_case_logits(case_logits, img, txt).flatten().tolist() == [0.0, 4.0, 8.0, 9.0]
+    with pytest.raises(ValueError, match="sample 2 has neither an image nor a text"):
+        select_case_logits(case_logits, img, txt & torch.tensor([True, True, False, True]))
+
+
+def test_test_grid_refuses_a_data_module_that_cannot_rank_its_splits(trained, tmp_path):
+    message = r"a test grid needs a data module that ranks its splits .* got object"
+    with pytest.raises(TypeError, match=message):
+        TestGrid(rates=[0.5]).evaluate({}, object(), task="multiclass", num_classes=6)
+    data = _data()
+    data.setup("test")
+    trained.test_grid = TestGrid(rates=[0.5], types=["text"])
+    try:
+        with pytest.raises(TypeError, match="test_grid to null"):  # loaders without their module
+            _trainer(tmp_path).test(trained, dataloaders=data.test_dataloader(), verbose=False)
+    finally:
+        trained.test_grid = None
+
+
+def test_evaluate_cells_counts_groups_of_a_grouped_plan():
+    ids = [f"m{i // 3}#{i % 3}" for i in range(12)]  # 4 groups of 3 samples
+    plan = MissingPlan(ids, seed=1, groups=[i.split("#")[0] for i in ids])
+    case_logits = torch.zeros(12, 3, 2)
+    ones = torch.ones(12, dtype=torch.bool)
+    labels = torch.zeros(12, dtype=torch.long)
+    rates, types = [0.5], ["text"]
+    (row,) = evaluate_cells(
+        "multiclass", 2, case_logits, labels, torch.arange(12), ones, ones, plan, rates, types, 0.5
+    )
+    assert row["count_image_only"] == 6 and row["count_complete"] == 6  # 2 of 4 groups
 
 
 @pytest.mark.parametrize(
     "kwargs,error",
     [
-        ({"rates": []}, "sweep.rates is empty"),
-        ({"types": []}, "sweep.types is empty"),
-        ({"rates": [0.5, 1.2]}, r"sweep rate must be in \[0, 1\], got 1.2"),
+        ({"rates": []}, "test_grid.rates is empty"),
+        ({"types": []}, "test_grid.types is empty"),
+        ({"rates": [0.5, 1.2]}, r"test_grid rate must be in \[0, 1\], got 1.2"),
         ({"types": ["audio"]}, "unknown missing type 'audio'"),
-        ({"both_ratio": -0.5}, r"sweep.both_ratio must be in \[0, 1\]"),
+        ({"both_ratio": -0.5}, r"test_grid.both_ratio must be in \[0, 1\]"),
     ],
 )
-def test_bad_sweep_settings_fail_fast(kwargs, error):
+def test_bad_test_grid_settings_fail_fast(kwargs, error):
     with pytest.raises(ValueError, match=error):
-        SweepConfig(**kwargs)
+        TestGrid(**kwargs)
 
 
 def test_masks_are_worker_and_world_size_independent():
@@ -153,6 +183,25 @@ def test_counts_recorded_and_logged_at_setup(monkeypatch):
     assert len(messages) == 1 and "test split (rate=0.5, type=text, seed=0)" in messages[0]
 
 
+def test_cli_test_grid_and_its_deprecated_spelling(tmp_path):
+    from cmpt_lightning.main import main
+
+    common = ["test", "--config", str(ROOT / "configs" / "demo.yaml")]
+    common += ["--data.init_args.test_size", "64", "--trainer.fast_dev_run", "true"]
+    common += ["--trainer.enable_progress_bar", "false"]
+    new, old = tmp_path / "new", tmp_path / "old"
+    main([*common, "--model.init_args.test_grid.rates", "[0, 1]", *_root(new)])
+    with pytest.deprecated_call(match="model.init_args.sweep is deprecated"):
+        main([*common, "--model.init_args.sweep.rates", "[0, 1]", *_root(old)])
+    rows = (new / "sweep.csv").read_text().splitlines()
+    assert len(rows) == 7 and rows[0].startswith("type,rate,acc,count_complete")
+    assert (old / "sweep.csv").read_text() == (new / "sweep.csv").read_text()
+
+
+def _root(path):
+    return ["--trainer.default_root_dir", str(path)]
+
+
 def _cmpt(args, cwd):
     cmd = [sys.executable, "-m", "cmpt_lightning", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd, check=False)
@@ -170,7 +219,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
         "45",
         "--data.init_args.batch_size",
         "8",
-        "--model.init_args.sweep.rates",
+        "--model.init_args.test_grid.rates",
         "[0, 0.3, 0.7, 1]",
         "--trainer.enable_progress_bar",
         "false",
@@ -192,9 +241,9 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
             ],
             cwd=tmp_path,
         )
-        (sweep,) = root.rglob("sweep.csv")
+        (cells,) = root.rglob("sweep.csv")
         (metrics,) = root.rglob("metrics.csv")
-        outputs[devices] = (sweep.read_text(), metrics.read_text())
+        outputs[devices] = (cells.read_text(), metrics.read_text())
     assert outputs[1][0] == outputs[2][0]
     single, double = (
         {

@@ -1,0 +1,300 @@
+"""The ``cmpt`` parser: Lightning's CLI over :class:`CMPTModule` and the data modules.
+
+:class:`CMPTCLI` is a ``LightningCLI`` (``fit``, ``validate``, ``test``, ``predict``) that links
+the model and data arguments, and takes further commands (``cmpt sweep``, ``cmpt study``,
+``cmpt data check``) as :class:`Command` objects that become subcommands of the same
+jsonargparse parser, so that every flag is spelled one way and every ``--help`` is generated.
+:func:`run_fit` runs a fit from a config file in this process (what a sweep's job calls), and
+:func:`fit_parser` gives the parser of ``cmpt fit`` without running anything (what the sweep
+checks its cells with). The commands themselves live above this module (:mod:`cmpt_lightning.main`
+puts them together).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ArgumentParser, Namespace
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+
+from .callbacks import PredictionWriter
+from .checkpoint_io import with_atomic_io
+from .checkpoints import CMPTCheckpoint
+from .datamodules.base import CMPTDataModule
+from .module import CMPTModule
+from .tasks import Task
+
+__all__ = [
+    "CMPTCLI",
+    "Command",
+    "cli_settings",
+    "fit_parser",
+    "run_fit",
+    "trainer_defaults",
+    "user_error",
+]
+
+
+def _task_name(task: Task | str) -> str:
+    """The plain string of a task, so that checkpoints hold no enum objects."""
+    return Task(task).value
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command of ``cmpt`` beside Lightning's own, added to the one parser as a subcommand.
+
+    Attributes:
+        help: its line in ``cmpt --help``.
+        parser: builds its parser, from a dataclass or a typed function.
+        run: runs it from its parsed namespace and returns the exit status.
+        legacy: rewrites the tokens after the command's name from an older spelling to the
+            current one (warning about each change); None when there is none.
+        nested: adds the command's own subcommands (``cmpt sweep run``, ``cmpt sweep
+            collect``) to its parser once that is attached (jsonargparse adds levels in order).
+    """
+
+    help: str
+    parser: Callable[[], ArgumentParser]
+    run: Callable[[Namespace], int]
+    legacy: Callable[[list[str]], list[str]] | None = field(default=None)
+    nested: Callable[[ArgumentParser], None] | None = field(default=None)
+
+
+def user_error(prog: str, error: BaseException) -> int:
+    """Print a user error as one message (no traceback) on stderr; return exit status 2."""
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    return 2
+
+
+class CMPTCLI(LightningCLI):
+    """LightningCLI with the model's preprocessing and the data's classes linked, never typed twice.
+
+    ``model.init_args.clip`` / ``pretrained`` flow to the data module (its tokenizer and image
+    preprocessing), ``data.num_classes`` / ``data.task`` flow to the model once the data module
+    exists. ``--test_after_fit true`` tests the best checkpoint when ``fit`` ends.
+
+    Args:
+        *args: as for ``LightningCLI``.
+        commands: further subcommands of the same parser, by name (see :class:`Command`).
+        **kwargs: as for ``LightningCLI``.
+    """
+
+    def __init__(
+        self, *args: Any, commands: Mapping[str, Command] | None = None, **kwargs: Any
+    ) -> None:
+        self.commands = dict(commands or {})
+        #: The exit status of a :class:`Command` that ran (0 for Lightning's subcommands).
+        self.exit_code = 0
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link model and data arguments and add ``--test_after_fit``."""
+        parser.link_arguments("model.init_args.clip", "data.init_args.clip_model")
+        parser.link_arguments("model.init_args.pretrained", "data.init_args.pretrained")
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data.task", "model.init_args.task", compute_fn=_task_name, apply_on="instantiate"
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="After fit, test the best checkpoint (the last weights if none was saved).",
+        )
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """Lightning's subcommands, then the :attr:`commands`, in one parser."""
+        super()._add_subcommands(parser, **kwargs)
+        action = parser._subcommands_action
+        if action is None:  # pragma: no cover - LightningCLI always adds subcommands here
+            msg = "LightningCLI added no subcommands; the cmpt commands cannot be attached"
+            raise RuntimeError(msg)
+        for name, command in self.commands.items():
+            sub = command.parser()
+            action.add_subcommand(name, sub, help=command.help)
+            if command.nested is not None:
+                command.nested(sub)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse ``args`` (the command line when None), after rewriting legacy spellings."""
+        if isinstance(args, dict | Namespace):
+            self.config = parser.parse_object(args)
+            return
+        tokens = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        command = self.commands.get(tokens[0]) if tokens else None
+        if command is not None and command.legacy is not None:
+            tokens = [tokens[0], *command.legacy(tokens[1:])]
+        self.config = parser.parse_args(tokens)
+
+    def _set_seed(self) -> None:
+        if self.config.get("subcommand") not in self.commands:
+            super()._set_seed()
+
+    def before_instantiate_classes(self) -> None:
+        """Drop the default rich progress bar when the run disables progress bars."""
+        if self.subcommand in self.commands:
+            return
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("trainer", {}).get("enable_progress_bar") is False:
+            callbacks = self.trainer_defaults.get("callbacks", [])
+            self.trainer_defaults["callbacks"] = [
+                c for c in callbacks if not isinstance(c, RichProgressBar)
+            ]
+
+    def instantiate_classes(self) -> None:
+        """Build the model, data and trainer (nothing for a :class:`Command`)."""
+        if self.subcommand not in self.commands:
+            super().instantiate_classes()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Build the trainer; checkpoints are written atomically unless a CheckpointIO is set."""
+        trainer = self._get(self.config_init, "trainer", default={})
+        plugins = with_atomic_io(trainer.get("plugins"), trainer.get("strategy"))
+        kwargs.setdefault("plugins", plugins)
+        return super().instantiate_trainer(**kwargs)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        command = self.commands.get(subcommand)
+        if command is None:
+            super()._run_subcommand(subcommand)
+            return
+        self.exit_code = command.run(self.config[subcommand])
+
+    def after_fit(self) -> None:
+        """Test the best checkpoint after fitting when ``--test_after_fit`` is set."""
+        if not self.config[self.subcommand].get("test_after_fit", False):
+            return
+        callback = self.trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        ckpt = best if best and not getattr(self.trainer, "fast_dev_run", False) else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+
+def trainer_defaults() -> dict[str, Any]:
+    """Callbacks every run gets unless the config replaces ``trainer.callbacks``."""
+    return {
+        "callbacks": [
+            RichProgressBar(leave=True),
+            PredictionWriter(),
+            CMPTCheckpoint(),  # best by val/score, and last.ckpt after every epoch
+        ],
+    }
+
+
+def cli_settings() -> dict[str, Any]:
+    """The classes and options of the ``cmpt`` CLI, shared with the sweep's config checker."""
+    return {
+        "model_class": CMPTModule,
+        "datamodule_class": CMPTDataModule,
+        "subclass_mode_model": True,
+        "subclass_mode_data": True,
+        "seed_everything_default": 0,
+        "auto_configure_optimizers": False,
+    }
+
+
+def run_fit(config: str | Path, ckpt_path: str | Path | None = None) -> None:
+    """``cmpt fit --config CONFIG [--ckpt_path CKPT]``, in this process.
+
+    Args:
+        config: a ``cmpt fit`` config file (e.g. a sweep cell's resolved ``config.yaml``).
+        ckpt_path: a checkpoint to resume from.
+
+    Raises:
+        SystemExit: when the config does not parse (the parser's own message is printed).
+    """
+    args = ["fit", "--config", str(config)]
+    if ckpt_path is not None:
+        args += ["--ckpt_path", str(ckpt_path)]
+    CMPTCLI(
+        **cli_settings(),
+        trainer_defaults=trainer_defaults(),
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+class _ParserReady(Exception):
+    """Carries the parser out of LightningCLI's constructor before it parses or builds."""
+
+    def __init__(self, parser: Any) -> None:
+        super().__init__("parser ready")
+        self.parser = parser
+
+
+def fit_parser() -> LightningArgumentParser:
+    """The parser ``cmpt fit`` uses (same classes, links and defaults), without running anything.
+
+    It raises instead of exiting on a bad config (``exit_on_error=False``).
+    """
+
+    class _ParserOnly(CMPTCLI):
+        def parse_arguments(self, parser: Any, args: Any) -> None:
+            raise _ParserReady(parser)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            _ParserOnly(
+                **cli_settings(),
+                run=False,
+                parser_kwargs={"exit_on_error": False, "allow_abbrev": False},
+            )
+    except _ParserReady as ready:
+        parser: LightningArgumentParser = ready.parser
+        return parser
+    msg = "LightningCLI did not call parse_arguments; cmpt's parser hook needs updating"
+    raise RuntimeError(msg)
+
+
+def rename_flags(
+    tokens: Sequence[str], renames: Mapping[str, str], *, lists: Sequence[str] = ()
+) -> list[str]:
+    """Rewrite old flag spellings (``--dry-run`` -> ``--dry_run``), warning once per flag.
+
+    Args:
+        tokens: the command's arguments.
+        renames: old flag -> current flag (``--x=value`` forms are handled too).
+        lists: current flags of list options that used to take several values (``--seeds 0 1``):
+            their values are joined into one YAML list (``--seeds [0, 1]``).
+
+    Returns:
+        The rewritten tokens.
+    """
+    out: list[str] = []
+    changed: dict[str, str] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        name, eq, value = token.partition("=")
+        if name in renames:
+            changed[name] = renames[name]
+            name = renames[name]
+            token = f"{name}{eq}{value}"
+        if name in lists and not eq:
+            values = []
+            while i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+                values.append(tokens[i + 1])
+                i += 1
+            if len(values) == 1 and values[0].lstrip().startswith("["):
+                out += [token, values[0]]
+            else:
+                if len(values) != 1:
+                    changed.setdefault(f"{name} with several values", f"{name} '[a, b]'")
+                out += [token, "[" + ", ".join(values) + "]"]
+        else:
+            out.append(token)
+        i += 1
+    for old, new in changed.items():  # FutureWarning: shown to the user by default
+        warnings.warn(f"{old} is deprecated and removed in 0.3; write {new}", FutureWarning, 2)
+    return out

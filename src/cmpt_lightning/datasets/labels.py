@@ -1,0 +1,119 @@
+"""Label cells of your own tables: class names, integer classes and lists of them (multilabel).
+
+A cell holds a class name, an integer class index, or for a multilabel task a list of either (a
+JSON list ``["a", "b"]`` in a CSV cell or a real list in JSONL, or names joined by a separator).
+:func:`infer_classes` reads the classes off the training labels; :func:`parse_label` turns a
+cell into the class index (or indices) of :class:`~cmpt_lightning.datasets.records.Record`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..tasks import Task
+
+__all__ = ["class_key", "infer_classes", "is_blank", "label_tokens", "parse_label"]
+
+
+def is_blank(value: Any) -> bool:
+    """A cell with nothing in it: None, or a string of whitespace."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _int_like(token: Any) -> bool:
+    if isinstance(token, bool):
+        return False
+    if isinstance(token, int):
+        return token >= 0
+    if isinstance(token, float):
+        return token.is_integer() and token >= 0
+    return isinstance(token, str) and token.strip().isdigit()
+
+
+def class_key(token: Any) -> str:
+    """The class name a label token stands for (``3.0`` -> ``"3"``, surrounding blanks cut)."""
+    if isinstance(token, float) and token.is_integer():
+        token = int(token)
+    return str(token).strip()
+
+
+def label_tokens(value: Any, task: Task, separator: str) -> list[Any] | None:
+    """The class tokens of a label cell (None if the cell is empty)."""
+    if is_blank(value):
+        return None
+    if task is not Task.MULTILABEL:
+        return [value]
+    if isinstance(value, list):
+        return value
+    text = str(value).strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list):
+            return parsed
+    return [t.strip() for t in text.split(separator) if t.strip()] if separator else [text]
+
+
+def infer_classes(labels: Iterable[Any], task: Task | str, separator: str = "|") -> list[str]:
+    """Class names from the label cells of the training rows.
+
+    Integer labels give ``["0", "1", ..., str(max)]``; names give their sorted set (for a
+    binary task the second name is the positive class: pass ``classes`` to choose).
+    """
+    task = Task(task)
+    tokens = [t for value in labels for t in (label_tokens(value, task, separator) or [])]
+    if not tokens:
+        msg = "no labels found in the training rows; check label_column, or pass classes"
+        raise ValueError(msg)
+    if all(_int_like(t) for t in tokens):
+        top = max(int(class_key(t)) for t in tokens)
+        if task is Task.BINARY and top > 1:
+            msg = f"binary labels must be 0 or 1, found {top}; use task: multiclass"
+            raise ValueError(msg)
+        classes = [str(i) for i in range(max(top + 1, 2 if task is not Task.MULTILABEL else 1))]
+    else:
+        classes = sorted({class_key(t) for t in tokens})
+    if task is Task.BINARY and len(classes) != 2:
+        msg = f"a binary task needs 2 classes, found {len(classes)}: {classes[:10]}"
+        raise ValueError(msg)
+    if task is Task.MULTICLASS and len(classes) < 2:
+        msg = f"a multiclass task needs at least 2 classes, found {classes}"
+        raise ValueError(msg)
+    return classes
+
+
+def parse_label(
+    value: Any, index: Mapping[str, int], task: Task, separator: str
+) -> tuple[int | tuple[int, ...] | None, list[str]]:
+    """The class index (sorted indices, multilabel) of a label cell, and its problems.
+
+    Args:
+        value: the cell.
+        index: class name -> class index.
+        task: the task (multilabel cells may hold several classes).
+        separator: separator of several labels in one CSV cell (multilabel).
+
+    Returns:
+        The label (None if it is missing or unknown) and what is wrong with the cell.
+    """
+    tokens = label_tokens(value, task, separator)
+    if tokens is None:
+        return None, ["missing label"]
+    found, unknown = [], []
+    for token in tokens:
+        key = class_key(token)
+        if key in index:
+            found.append(index[key])
+        elif _int_like(token) and int(key) < len(index):
+            found.append(int(key))
+        else:
+            unknown.append(token)
+    if unknown:
+        return None, [f"unknown label {u!r} (classes: {list(index)[:10]})" for u in unknown]
+    if task is Task.MULTILABEL:
+        return tuple(sorted(set(found))), []
+    return found[0], []
