@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cmpt_lightning"
 #: The layers, bottom up (README, "How the code is laid out"); a module belongs to the first
 #: entry its dotted name starts with.
 LAYERS = [
-    ("choices", "tasks"),
+    ("choices", "tasks", "errors"),
     ("models",),
     ("missing", "evaluation", "losses", "metrics", "schedules"),
     ("datasets",),
