@@ -45,3 +45,18 @@ def cmpt(args: list[str]) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     return 0
+
+
+class KillOnce(Callback):
+    """SIGKILL the process when ``step`` is about to start, unless ``marker`` exists (it is
+    created first, so that a retried run with the same config is not killed again)."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step = step
+        self.marker = marker
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and not os.path.exists(self.marker):
+            with open(self.marker, "w") as f:
+                f.write("killed\n")
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -15,7 +15,7 @@ LAYERS = [
     ("datamodules",),
     ("module",),
     ("callbacks", "checkpoints", "checkpoint_io"),
-    ("cli",),
+    ("cli", "cli_errors"),
     ("sweep", "study", "datacheck"),
     ("main", "__main__", "__init__"),
 ]

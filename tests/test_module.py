@@ -1,5 +1,7 @@
 import inspect
+import logging
 import os
+import shutil
 
 import pytest
 import torch
@@ -7,6 +9,8 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch import Trainer, seed_everything
 
 from cmpt_lightning import CMPTLoss, CMPTModel, CMPTModule, MissingConfig, SyntheticDataModule
+from cmpt_lightning.errors import UserInputError
+from cmpt_lightning.models import build_clip
 from cmpt_lightning.models.cmpt import CMPTFeatures, CMPTOutput
 
 
@@ -60,11 +64,18 @@ def test_checkpoint_round_trip_and_size(tmp_path):
     assert os.path.getsize(path) < 3 * bytes_trainable + 200_000  # weights + Adam states
 
     reloaded = CMPTModule.load_from_checkpoint(path).eval()
+    # plain PyTorch: a new module takes the checkpoint's trainable-only state dict
+    fresh = CMPTModule(num_classes=6)
+    fresh.load_state_dict(ckpt["state_dict"])
+    fresh.eval()
     module.eval()
     batch = next(iter(data.test_dataloader()))
     batch = data.apply_missing(batch, "test")
     with torch.no_grad():
-        assert torch.equal(module(batch).logits, reloaded(batch).logits)
+        expected = module(batch).logits
+        assert not torch.equal(expected, CMPTModule(num_classes=6).eval()(batch).logits)
+        assert torch.equal(expected, reloaded(batch).logits)
+        assert torch.equal(expected, fresh(batch).logits)
 
 
 def test_checkpoint_of_vit_b16_is_small(tmp_path):
@@ -83,6 +94,114 @@ def test_checkpoint_with_other_lora_settings_is_refused(tmp_path):
     other = CMPTModule(num_classes=3, lora_targets="all")
     with pytest.raises(KeyError, match=r"lacks .* trainable weights"):
         other.on_load_checkpoint(checkpoint)
+
+
+def _trained_state(module):
+    """Move every trainable weight away from its initial value; return the checkpoint's state."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    return checkpoint["state_dict"]
+
+
+def _logits(module, batch):
+    images, texts = batch
+    image_present = torch.tensor([True, True, False, True])
+    text_present = torch.tensor([True, False, True, True])
+    inputs = {"image": images, "text": texts}
+    with torch.no_grad():
+        return module.eval()(
+            {**inputs, "image_present": image_present, "text_present": text_present}
+        ).logits
+
+
+def test_load_state_dict_takes_trainable_only_or_full_state(batch):
+    saved = CMPTModule(num_classes=3)
+    trainable = _trained_state(saved)
+    assert len(trainable) < len(saved.state_dict())  # the frozen towers are left out
+    expected = _logits(saved, batch)
+    for state in (trainable, saved.state_dict()):
+        module = CMPTModule(num_classes=3)
+        assert not torch.equal(_logits(module, batch), expected)
+        result = module.load_state_dict(state)
+        assert not result.missing_keys and not result.unexpected_keys
+        assert torch.equal(_logits(module, batch), expected)
+
+
+def test_load_state_dict_stays_strict_about_trainable_and_unknown_keys():
+    saved = CMPTModule(num_classes=3)
+    state = _trained_state(saved)
+    lacking = {k: v for k, v in state.items() if k != "model.head.text_proxy_token"}
+    with pytest.raises(
+        RuntimeError,
+        match=r"lacks 1 trainable weights .*text_proxy_token.*"
+        r"CMPTModule\.load_from_checkpoint",
+    ):
+        CMPTModule(num_classes=3).load_state_dict(lacking)
+    with pytest.raises(RuntimeError, match=r"1 keys this CMPTModule does not have .*'extra'"):
+        CMPTModule(num_classes=3).load_state_dict({**state, "extra": torch.zeros(1)})
+    with pytest.raises(RuntimeError, match=r"whole checkpoint.*checkpoint\['state_dict'\]"):
+        CMPTModule(num_classes=3).load_state_dict({"state_dict": state, "epoch": 0})
+    model_keys = {k.removeprefix("model."): v for k, v in state.items()}
+    with pytest.raises(RuntimeError, match=r"lack the 'model\.' prefix"):
+        CMPTModule(num_classes=3).load_state_dict(model_keys)
+    with pytest.raises(RuntimeError, match="size mismatch"):  # torch's own check still runs
+        CMPTModule(num_classes=4).load_state_dict(state)
+    # not strict: what matches loads, the rest is reported as torch does
+    module = CMPTModule(num_classes=3)
+    result = module.load_state_dict({**lacking, "extra": torch.zeros(1)}, strict=False)
+    assert result.missing_keys == ["model.head.text_proxy_token"]
+    assert result.unexpected_keys == ["extra"]
+    assert torch.equal(module.model.head.image_proxy_token, saved.model.head.image_proxy_token)
+
+
+def test_checkpoint_keeps_pretrained_as_given_and_names_the_fix_when_moved(tmp_path, monkeypatch):
+    clip = build_clip("cmpt-tiny", init_seed=5)
+    torch.save(clip.state_dict(), tmp_path / "w.bin")
+    monkeypatch.chdir(tmp_path)
+    module = CMPTModule(num_classes=6, pretrained="w.bin")
+    conv = module.model.clip.visual.conv1.weight
+    assert torch.equal(conv, clip.visual.conv1.weight)  # open_clip loaded the file
+    assert not torch.equal(conv, CMPTModule(num_classes=6).model.clip.visual.conv1.weight)
+    data = _data()
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0, enable_checkpointing=False)
+    trainer.fit(module, datamodule=data)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    assert torch.load(path, weights_only=True)["hyper_parameters"]["pretrained"] == "w.bin"
+
+    (tmp_path / "moved").mkdir()
+    shutil.move(tmp_path / "w.bin", tmp_path / "moved" / "place.bin")
+    with pytest.raises(FileNotFoundError, match=r"'w\.bin' does not exist") as error:
+        CMPTModule.load_from_checkpoint(path)
+    message = str(error.value)
+    assert "load_from_checkpoint(ckpt_path, pretrained=" in message
+    assert "--model.init_args.pretrained" in message
+    assert isinstance(error.value, UserInputError)  # the CLI prints it as one message
+
+    reloaded = CMPTModule.load_from_checkpoint(path, pretrained="moved/place.bin").eval()
+    module.eval()
+    batch = data.apply_missing(next(iter(data.test_dataloader())), "test")
+    with torch.no_grad():
+        assert torch.equal(module(batch).logits, reloaded(batch).logits)
+
+
+def test_random_weights_do_not_log_open_clips_warning(caplog):
+    import open_clip
+
+    message = "No pretrained weights loaded"
+    caplog.set_level(logging.DEBUG)
+    open_clip.create_model("cmpt-tiny")  # the control: open_clip itself logs it
+    assert any(message in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    filters = list(logging.getLogger().filters)
+    CMPTModule(num_classes=3)
+    assert not any(message in r.getMessage() for r in caplog.records)
+    assert logging.getLogger().filters == filters  # the filter was scoped to the build
 
 
 @pytest.mark.parametrize("task,num_classes", [("multilabel", 4), ("binary", 1)])

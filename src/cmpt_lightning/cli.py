@@ -12,6 +12,7 @@ puts them together).
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -23,11 +24,14 @@ from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from .callbacks import PredictionWriter
 from .checkpoint_io import with_atomic_io
 from .checkpoints import CMPTCheckpoint
+from .cli_errors import CMPTArgumentParser, condense, debug_enabled, print_user_error
 from .datamodules.base import CMPTDataModule
+from .errors import UserInputError
 from .module import CMPTModule
 from .tasks import Task
 
@@ -70,7 +74,9 @@ class Command:
 
 def user_error(prog: str, error: BaseException) -> int:
     """Print a user error as one message (no traceback) on stderr; return exit status 2."""
-    print(f"{prog}: error: {error}", file=sys.stderr)
+    if debug_enabled():
+        raise error
+    print_user_error(prog, str(error))
     return 2
 
 
@@ -152,9 +158,49 @@ class CMPTCLI(LightningCLI):
             ]
 
     def instantiate_classes(self) -> None:
-        """Build the model, data and trainer (nothing for a :class:`Command`)."""
-        if self.subcommand not in self.commands:
+        """Build the model, data and trainer (nothing for a :class:`Command`).
+
+        A config value that the classes refuse (a rate out of range, an unknown choice, a GPU
+        setting on a machine without one) is reported as one line naming the key and the
+        value, with exit status 2 (``CMPT_DEBUG=1``: the full report and traceback).
+        """
+        if self.subcommand in self.commands:
+            return
+        try:
             super().instantiate_classes()
+        except (ValueError, TypeError, UserInputError, MisconfigurationException) as err:
+            if debug_enabled():
+                raise
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            print_user_error(f"cmpt {self.subcommand or ''}".strip(), condense(err, config))
+            raise SystemExit(2) from None
+
+    def _parse_ckpt_path(self) -> None:
+        """Rebuild the model from the checkpoint's hyper-parameters, keeping the options given.
+
+        Lightning replaces the model's config by the checkpoint's hparams; options that are not
+        hyper-parameters (the optimizer, the scheduler, the test grid) and options the user set
+        to something else than their default survive, so a resumed run's saved config equals
+        the original's and ``cmpt test --ckpt_path`` runs the test grid it is given.
+        """
+        subcommand = self.config.get("subcommand")
+        if not subcommand or not self.config[subcommand].get("ckpt_path"):
+            super()._parse_ckpt_path()
+            return
+        given = self.config[subcommand].get("model")
+        super()._parse_ckpt_path()
+        merged = self.config[subcommand].get("model")
+        if not isinstance(given, Namespace) or not isinstance(merged, Namespace):
+            return
+        if given.get("class_path") != merged.get("class_path"):
+            return
+        defaults = _init_defaults(merged.get("class_path"))
+        before, after = given.get("init_args"), merged.get("init_args")
+        if not isinstance(before, Namespace) or not isinstance(after, Namespace):
+            return
+        for key, value in vars(before).items():
+            if key not in defaults or value != defaults[key]:
+                after[key] = value
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Build the trainer; checkpoints are written atomically unless a CheckpointIO is set."""
@@ -169,6 +215,17 @@ class CMPTCLI(LightningCLI):
             super()._run_subcommand(subcommand)
             return
         self.exit_code = command.run(self.config[subcommand])
+
+    def before_fit(self) -> None:
+        """With ``--test_after_fit``, screen the test split too before the first step.
+
+        The data module then reads and screens the test split at setup, so that a bad test
+        sample stops the run before training, not after it.
+        """
+        if self.config[self.subcommand].get("test_after_fit", False) and hasattr(
+            self.datamodule, "extra_fit_splits"
+        ):
+            self.datamodule.extra_fit_splits = ("test",)
 
     def after_fit(self) -> None:
         """Test the best checkpoint after fitting when ``--test_after_fit`` is set."""
@@ -191,9 +248,24 @@ def trainer_defaults() -> dict[str, Any]:
     }
 
 
+def _init_defaults(class_path: Any) -> dict[str, Any]:
+    """The defaults of a model class's init arguments, as jsonargparse resolves them."""
+    if not isinstance(class_path, str):
+        return {}
+    module, _, name = class_path.rpartition(".")
+    parser = ArgumentParser()
+    try:
+        parser.add_class_arguments(getattr(importlib.import_module(module), name), "model")
+    except (ImportError, AttributeError, ValueError):
+        return {}
+    defaults = parser.get_defaults().get("model")
+    return dict(vars(defaults)) if isinstance(defaults, Namespace) else {}
+
+
 def cli_settings() -> dict[str, Any]:
     """The classes and options of the ``cmpt`` CLI, shared with the sweep's config checker."""
     return {
+        "parser_class": CMPTArgumentParser,
         "model_class": CMPTModule,
         "datamodule_class": CMPTDataModule,
         "subclass_mode_model": True,

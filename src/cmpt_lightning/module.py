@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
-from enum import Enum
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -12,9 +11,17 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_deprecation, rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
+from .checkpoint_state import (
+    complete_state_dict,
+    missing_message,
+    missing_trainable,
+    model_settings,
+    moved_weights_error,
+)
 from .evaluation import TestGrid, one_pass, write_sweep
 from .losses import AlignLoss, CMPTLoss
 from .metrics import EvalCollector, availability_case, compute_metrics, train_metric
+from .models.clip import WeightsFileNotFoundError
 from .models.cmpt import CMPTModel, CMPTOutput
 from .models.head import Fusion, Method
 from .models.lora import LoRATargets
@@ -22,32 +29,6 @@ from .schedules import WarmupCosine
 from .tasks import Task
 
 __all__ = ["CMPTModule"]
-
-#: CMPTModel's settings that CMPTModule takes as its own arguments (the others pass through).
-_OWN_MODEL_ARGS = ("clip", "num_classes", "lora_targets", "fusion", "method")
-
-
-def _model_settings(given: dict[str, Any]) -> dict[str, Any]:
-    """CMPTModel's keyword settings: its defaults, updated with ``given``, enums as strings.
-
-    Every setting is filled in (not only the given ones) so that the hyper-parameters saved in
-    a checkpoint rebuild the same model even if a default changes later.
-    """
-    params = inspect.signature(CMPTModel).parameters
-    defaults = {
-        name: p.default
-        for name, p in params.items()
-        if p.kind is p.KEYWORD_ONLY and name not in _OWN_MODEL_ARGS
-    }
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        msg = (
-            f"CMPTModule got unknown arguments {unknown}; besides its own, it accepts the "
-            f"settings of CMPTModel: {', '.join(defaults)}"
-        )
-        raise TypeError(msg)
-    settings = {**defaults, **given}
-    return {k: v.value if isinstance(v, Enum) else v for k, v in settings.items()}
 
 
 class CMPTModule(LightningModule):
@@ -59,7 +40,8 @@ class CMPTModule(LightningModule):
     ``text_only``), plus ``{stage}/score``, the task's main metric under one name for
     checkpoint selection; evaluation metrics are exact (per-sample results gathered over processes).
     Checkpoints hold the trainable weights only; the frozen towers are rebuilt from ``clip``,
-    ``pretrained`` and ``init_seed``.
+    ``pretrained`` (stored as given) and ``init_seed``, and :meth:`load_state_dict` takes such
+    a state dict as well as a full one.
 
     Args:
         num_classes: number of classes (linked from the data module by the CLI).
@@ -124,7 +106,7 @@ class CMPTModule(LightningModule):
         task, lora_targets = Task(task).value, LoRATargets(lora_targets).value
         fusion, align_loss = Fusion(fusion).value, AlignLoss(align_loss).value
         method = Method(method).value
-        kwargs = _model_settings(kwargs)  # every setting in the hparams, defaults included
+        kwargs = model_settings(kwargs)  # every setting in the hparams, defaults included
         if modality_dropout is None:
             modality_dropout = 0.3 if method == Method.MODALITY_DROPOUT.value else 0.0
         if not 0.0 <= modality_dropout <= 1.0:
@@ -145,14 +127,17 @@ class CMPTModule(LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "test_grid", "sweep"])
         self.task = Task(task)
         self.num_classes = num_classes
-        self.model = CMPTModel(
-            clip,
-            self.task.num_outputs(num_classes),
-            lora_targets=lora_targets,
-            fusion=fusion,
-            method=method,
-            **kwargs,
-        )
+        try:
+            self.model = CMPTModel(
+                clip,
+                self.task.num_outputs(num_classes),
+                lora_targets=lora_targets,
+                fusion=fusion,
+                method=method,
+                **kwargs,
+            )
+        except WeightsFileNotFoundError as error:  # e.g. a checkpoint's weights file, moved
+            raise moved_weights_error(error) from error
         self.method = Method(method)
         self.modality_dropout = modality_dropout
         self.loss = CMPTLoss(
@@ -386,13 +371,20 @@ class CMPTModule(LightningModule):
 
         The checkpoint then loads strictly. One that lacks any trainable weight is refused.
         """
-        state = checkpoint.get("state_dict", {})
-        missing = sorted(self._trainable_keys() - set(state))
+        state, keys = checkpoint.get("state_dict", {}), self._trainable_keys()
+        missing = missing_trainable(state, keys)
         if missing:
-            msg = (
-                f"checkpoint lacks {len(missing)} trainable weights of this model (first: "
-                f"{missing[:3]}); was it saved with the same lora_rank, lora_targets and fusion?"
-            )
-            raise KeyError(msg)
-        frozen = {k: v for k, v in self.state_dict().items() if k not in state}
-        checkpoint["state_dict"] = {**frozen, **state}
+            raise KeyError(missing_message(missing, "checkpoint"))
+        checkpoint["state_dict"] = complete_state_dict(state, self.state_dict(), keys, strict=False)
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Load a state dict: a checkpoint's (trainable weights only) or a full one.
+
+        The frozen weights ``state_dict`` leaves out are this module's own. With ``strict``,
+        a missing trainable weight or an unexpected key is a ``RuntimeError`` that names them.
+        """
+        keys = self._trainable_keys()
+        state = complete_state_dict(state_dict, self.state_dict(), keys, strict=strict)
+        return super().load_state_dict(state, strict=strict, assign=assign)

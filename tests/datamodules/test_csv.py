@@ -64,12 +64,13 @@ def test_validation_is_carved_when_the_data_has_none(tmp_path):
         )
         writer.writeheader()
         writer.writerows({**r, "image": str(OWN / r["image"]) if r["image"] else ""} for r in rows)
-    dm = _dm(tmp_path, data_file="all.csv", val_fraction=0.2, split_seed=3)
+    outside = {"allow_outside_root": True}  # the images stay in the fake copy
+    dm = _dm(tmp_path, data_file="all.csv", val_fraction=0.2, split_seed=3, **outside)
     dm.setup("fit")
     val = dm.datasets["val"]
     assert len(dm.datasets["train"]) + len(val) == 18
     assert sorted(r.label for r in val.records) == [0, 1, 2]  # stratified: one per class
-    again = _dm(tmp_path, data_file="all.csv", val_fraction=0.2, split_seed=3)
+    again = _dm(tmp_path, data_file="all.csv", val_fraction=0.2, split_seed=3, **outside)
     again.setup("fit")
     assert again.datasets["val"].ids == val.ids  # seeded
     with pytest.raises(ValueError, match="no test split: give test_file"):

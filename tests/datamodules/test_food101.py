@@ -4,9 +4,11 @@ import logging
 import shutil
 
 import pytest
+from lightning.pytorch import Trainer
 
 from cmpt_lightning.datamodules.food101 import Food101DataModule
 from cmpt_lightning.datasets.errors import BadSampleError, DatasetNotFoundError
+from cmpt_lightning.module import CMPTModule
 from cmpt_lightning.tasks import Task
 
 from .conftest import DATA
@@ -170,3 +172,47 @@ def test_unchecked_bad_image_fails_naming_the_file(tmp_path):
 def test_fit_then_test_on_the_fake_copy(fit_and_test):
     metrics = fit_and_test(_dm(FOOD / "header"))
     assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+class _CountingSteps(CMPTModule):
+    steps = 0
+
+    def training_step(self, batch, batch_idx):
+        type(self).steps += 1
+        return super().training_step(batch, batch_idx)
+
+
+def test_extra_fit_splits_stop_fit_at_setup_on_an_unknown_test_label(tmp_path):
+    root = tmp_path / "food"
+    shutil.copytree(FOOD / "noheader", root)
+    path = root / "texts" / "test_titles.csv"
+    rows = list(csv.reader(path.open(newline="")))
+    (line,) = [n for n, row in enumerate(rows, start=1) if row[0] == "caesar_salad_100.jpg"]
+    rows[line - 1][2] = "pizza"
+    with path.open("w", newline="") as file:
+        csv.writer(file).writerows(rows)
+    plain = _dm(root, num_workers=0)
+    plain.setup("fit")  # train and val are fine, and the test split is not read
+    assert "test" not in plain.datasets
+    dm = _dm(root, num_workers=0)
+    dm.extra_fit_splits = ("test",)
+    model = _CountingSteps(clip="cmpt-tiny", num_classes=dm.num_classes)
+    trainer = Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        max_steps=1,
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(BadSampleError, match=rf"test_titles.csv:{line}: unknown class 'pizza'"):
+        trainer.fit(model, datamodule=dm)
+    assert _CountingSteps.steps == 0 and trainer.global_step == 0
+    assert set(dm.datasets) == {"train", "val"}  # built and screened before the test split
+
+
+def test_extra_fit_splits_must_be_splits():
+    dm = _dm(FOOD / "header")
+    dm.extra_fit_splits = ("dev",)
+    with pytest.raises(ValueError, match=r"extra_fit_splits must name splits of .*\['dev'\]"):
+        dm.setup("fit")

@@ -89,7 +89,8 @@ def test_bad_lines_become_problems(tmp_path):
     records = read_hateful_memes(root, "train")
     assert records[0].problems == ("unknown label 2 (expected 0 or 1)",)
     assert records[1].problems == ("no id",) and records[1].id == "01235"
-    assert records[2].problems == ("not a JSON object",) and records[2].source.endswith(
-        "train.jsonl:3"
+    assert records[2].problems == (
+        "not a JSON object: Expecting property name enclosed in double quotes at column 2",
     )
+    assert records[2].source.endswith("train.jsonl:3") and not records[2].parsed
     assert records[3].problems == () and records[3].label == 1

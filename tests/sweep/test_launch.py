@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,8 @@ SBATCH_LINES = [
     "#SBATCH --time=120",
     "#SBATCH --array=0-3%2",  # 4 cells, 2 at a time
     "#SBATCH --constraint=a100",
+    "#SBATCH --signal=USR1@90",  # Lightning's requeue signal (see test_requeue.py)
+    "#SBATCH --requeue",
     "source .venv/bin/activate",
     "submitit.core._submit",
 ]
@@ -158,7 +161,11 @@ def test_rerun_skips_finished_cells_and_retries_failed_ones(tmp_path, fake_fit, 
     assert failed == ["train_missing.rate=0.3__seed_everything=1",
                       "train_missing.rate=0.7__seed_everything=1"]  # fmt: skip
     assert "RuntimeError: transient trouble" in first.failures[0].error
-    assert "FAILED train_missing.rate=0.3__seed_everything=1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAILED train_missing.rate=0.3__seed_everything=1" in out
+    progress = re.findall(r"^\[\d+:\d\d:\d\d\] (.*)$", out, re.MULTILINE)  # one cell at a time
+    assert progress[0] == "0 done, 1 running, 0 failed, 3 queued"
+    assert progress[-1] == "2 done, 0 running, 2 failed, 0 queued"
     marker = json.loads((tmp_path / "s" / failed[0] / "FAILED").read_text())
     assert "transient trouble" in marker["error"]
     assert not (tmp_path / "s" / failed[0] / "DONE").exists()

@@ -6,24 +6,51 @@ The model's preprocessing, the loaders, and the simulated missing modalities of 
 
 from __future__ import annotations
 
+import logging
 import os
 from abc import abstractmethod
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.utils.data import DataLoader
 
 from ..datasets.base import MultimodalDataset, Sample
+from ..datasets.records import RecordDataset
 from ..missing import MissingConfig, MissingPlan, availability_counts, combine_availability
 from ..models.clip import build_image_transform, build_tokenizer
 from ..tasks import Task
 from .loaders import EpochShuffleSampler, ResumableDataLoader
 
-__all__ = ["CMPTDataModule"]
+__all__ = ["CMPTDataModule", "default_num_workers", "usable_cpus"]
+
+log = logging.getLogger(__name__)
+_log_once = rank_zero_only(log.log)  # setup runs on every process: say it on rank zero only
 
 _SPLITS = ("train", "val", "test", "predict")
+
+#: The most DataLoader workers ``num_workers: null`` picks (more rarely feed one GPU faster).
+MAX_DEFAULT_WORKERS = 8
+
+
+def usable_cpus() -> int:
+    """The CPU cores this process may run on (its affinity where known, else all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def default_num_workers(processes: int = 1) -> int:
+    """The workers of ``num_workers: null``: one per usable core less one, at most 8.
+
+    The usable cores (:func:`usable_cpus`) are shared among the ``processes`` of this machine
+    (one per GPU under DDP), and one core per process stays with the process itself, so one
+    core gives 0 (loading in the main process), 2 cores give 1, 16 cores give 8.
+    """
+    share = usable_cpus() // max(1, processes)
+    return max(0, min(MAX_DEFAULT_WORKERS, share - 1))
 
 
 class CMPTDataModule(LightningDataModule):
@@ -42,7 +69,9 @@ class CMPTDataModule(LightningDataModule):
         pretrained: the model's pretrained tag, for its normalisation constants (linked from
             ``model.init_args.pretrained``).
         batch_size: samples per batch (per process under DDP).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes per loader; null: one per usable CPU core
+            less one (shared among the processes of a DDP run), at most 8 (see
+            :func:`default_num_workers`). A value above the usable cores is kept (and logged).
         train_missing: simulated missing modalities while training.
         eval_missing: simulated missing modalities for validation and test.
         augment: open_clip's training augmentation (random resized crop) on training images.
@@ -50,13 +79,19 @@ class CMPTDataModule(LightningDataModule):
     """
 
     task: Task = Task.MULTICLASS
+    #: The file of new samples to predict (families that read one set it); None: the test split.
+    predict_file: str | None = None
+    #: Splits built and screened by ``setup("fit")`` besides train and val, so that a bad
+    #: sample in them stops the run before the first training step (``("test",)`` when the
+    #: test split is used after fit: ``cmpt fit --test_after_fit true`` sets it).
+    extra_fit_splits: tuple[str, ...] = ()
 
     def __init__(
         self,
         clip_model: str = "cmpt-tiny",
         pretrained: str | None = None,
         batch_size: int = 32,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         train_missing: MissingConfig | None = None,
         eval_missing: MissingConfig | None = None,
         augment: bool = False,
@@ -65,8 +100,17 @@ class CMPTDataModule(LightningDataModule):
         super().__init__()
         for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
             message = f"{name} must be >= {least}, got {value!r}"
-            if value < least:
+            if value is not None and value < least:
                 raise ValueError(message)
+        if num_workers is not None and num_workers > usable_cpus():
+            _log_once(
+                logging.INFO,
+                "num_workers=%d is more than the %d usable CPU cores; kept as set "
+                "(num_workers: null picks one per usable core, at most %d)",
+                num_workers,
+                usable_cpus(),
+                MAX_DEFAULT_WORKERS,
+            )
         self.clip_model = clip_model
         self.pretrained = pretrained
         self.batch_size = batch_size
@@ -79,6 +123,9 @@ class CMPTDataModule(LightningDataModule):
         self._plans: dict[tuple[str, int, int | None], MissingPlan] = {}
         #: The realised availability counts of each split, logged once at setup.
         self.counts: dict[str, dict[str, int]] = {}
+        #: Ids of prediction rows with neither an image nor a text: not predicted, listed
+        #: (``predictions.csv`` writes them with a note).
+        self.without_inputs: list[str] = []
 
     # --- what a family provides -------------------------------------------------------------
     @property
@@ -94,6 +141,10 @@ class CMPTDataModule(LightningDataModule):
     @abstractmethod
     def build_split(self, split: str) -> MultimodalDataset:
         """Build the dataset of ``split`` (train, val, test or predict)."""
+
+    def default_predict_source(self) -> str:
+        """What ``predict`` reads without a :attr:`predict_file`, for the warning at setup."""
+        return "the test split"
 
     # --- preprocessing ------------------------------------------------------------------------
     def image_transform(self, train: bool = False) -> Any:
@@ -111,7 +162,11 @@ class CMPTDataModule(LightningDataModule):
 
     # --- setup and masks ----------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        """Build the splits the stage needs and log the realised availability counts once."""
+        """Build the splits the stage needs and log the realised availability counts once.
+
+        ``fit`` also builds :attr:`extra_fit_splits`. Predicting without a :attr:`predict_file`
+        logs a warning naming the split predicted instead.
+        """
         wanted = {
             "fit": ("train", "val"),
             "validate": ("val",),
@@ -119,10 +174,24 @@ class CMPTDataModule(LightningDataModule):
             "predict": ("predict",),
             None: ("train", "val", "test"),
         }[stage]
+        if stage == "fit":
+            unknown = [s for s in self.extra_fit_splits if s not in _SPLITS]
+            if unknown:
+                msg = f"extra_fit_splits must name splits of {_SPLITS}, got {unknown}"
+                raise ValueError(msg)
+            wanted = tuple(dict.fromkeys((*wanted, *self.extra_fit_splits)))
         for split in wanted:
             if split not in self.datasets:
                 self.datasets[split] = self.build_split(split)
                 self._log_counts(split)
+                if split == "predict" and self.predict_file is None:
+                    _log_once(
+                        logging.WARNING,
+                        "predict: no predict_file given, so %s (%d samples) is predicted, with "
+                        "the data's own availability only (no simulated missingness)",
+                        self.default_predict_source(),
+                        len(self.datasets[split]),
+                    )
 
     def missing_config(self, split: str) -> MissingConfig | None:
         """The simulated missingness of ``split`` (None for predict: only real missingness)."""
@@ -181,7 +250,10 @@ class CMPTDataModule(LightningDataModule):
 
     def real_availability(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Which samples of ``split`` have an image and a text in the data itself."""
-        n = len(self.datasets[split])
+        dataset = self.datasets[split]
+        if isinstance(dataset, RecordDataset):
+            return dataset.availability()
+        n = len(dataset)
         return torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
 
     def _log_counts(self, split: str) -> None:
@@ -257,6 +329,16 @@ class CMPTDataModule(LightningDataModule):
     #: 0.6 MB per 224 x 224 sample, so keep it small where ``/dev/shm`` is small (containers).
     prefetch_factor: int = 2
 
+    def loader_workers(self) -> int:
+        """The workers of each loader: ``num_workers``, or for null :func:`default_num_workers`.
+
+        The processes sharing the machine are the trainer's devices (1 without a trainer).
+        """
+        if self.num_workers is not None:
+            return self.num_workers
+        trainer = self.trainer
+        return default_num_workers(trainer.num_devices if trainer is not None else 1)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader[Sample]:
         """A DataLoader over ``split`` that keeps the model fed.
 
@@ -268,43 +350,34 @@ class CMPTDataModule(LightningDataModule):
         - Pinned host memory when CUDA is available (``pin_memory: null``), for faster and
           asynchronous copies to the GPU.
 
-        ``num_workers`` stays 0 by default: the demo's synthetic samples are cheaper to make than
-        a worker is to start, and the tests run in process. For real data one sample costs a
-        few milliseconds of JPEG decoding and resizing per core (``benchmarks/input_pipeline.py``),
-        so set ``num_workers`` to about the CPU cores per GPU, as the shipped configs do.
+        ``num_workers: null`` (the default) fits the machine (:meth:`loader_workers`): real data
+        costs a few milliseconds of JPEG decoding and resizing per sample and core
+        (``benchmarks/input_pipeline.py``). The synthetic demo keeps 0: its samples are cheaper
+        to make than a worker is to start.
         """
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate"}.get(split, split))
         dataset = self.datasets[split]
         dataset.pretokenize()
-        workers = self.num_workers
-        if split == "train":
-            # a pure function of (seed, epoch), resumable mid-epoch: see .loaders
-            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            return ResumableDataLoader(
-                dataset,
-                batch_size=self.batch_size,
-                sampler=(
-                    EpochShuffleSampler(dataset, seed=seed, epoch_fn=self._current_epoch)
-                    if shuffle
-                    else None
-                ),
-                num_workers=workers,
-                pin_memory=self.pin_memory,
-                persistent_workers=workers > 0,
-                prefetch_factor=self.prefetch_factor if workers > 0 else None,
-                drop_last=False,
-                resume_offset=self._resume_offset,
-            )
-        return DataLoader(
+        workers = self.loader_workers()
+        options: dict[str, Any] = {
+            "batch_size": self.batch_size,
+            "num_workers": workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": workers > 0,
+            "prefetch_factor": self.prefetch_factor if workers > 0 else None,
+            "drop_last": False,
+        }
+        if split != "train":
+            return DataLoader(dataset, shuffle=shuffle, **options)
+        # a pure function of (seed, epoch), resumable mid-epoch: see .loaders
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        epochs = EpochShuffleSampler(dataset, seed=seed, epoch_fn=self._current_epoch)
+        return ResumableDataLoader(
             dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=workers > 0,
-            prefetch_factor=self.prefetch_factor if workers > 0 else None,
-            drop_last=False,
+            sampler=epochs if shuffle else None,
+            resume_offset=self._resume_offset,
+            **options,
         )
 
     def train_dataloader(self) -> DataLoader[Sample]:

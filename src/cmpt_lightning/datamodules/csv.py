@@ -5,11 +5,8 @@ The columns are described in :mod:`cmpt_lightning.datasets.csv`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
-
-import torch
 
 from ..datasets.checks import CheckReport
 from ..datasets.csv import (
@@ -23,10 +20,9 @@ from ..datasets.labels import infer_classes
 from ..datasets.records import Record
 from ..tasks import Task
 from .files import FileDataModule, check_val_fraction
+from .predict import PredictInput, PredictTable, check_predict, read_predict
 
 __all__ = ["MultimodalCSVDataModule"]
-
-log = logging.getLogger(__name__)
 
 #: A split's rows: the table file and the split-column values to keep (None: every row).
 Source = tuple[str, list[str] | None]
@@ -40,9 +36,10 @@ class MultimodalCSVDataModule(FileDataModule):
     the training rows is held out. Rows without an image or a text keep that modality absent
     (real missingness, counted at setup); the simulated missingness of ``train_missing`` /
     ``eval_missing`` is added on top, and never removes a sample's only modality (such samples
-    are counted as ``spared``). ``predict``
-    reads ``predict_file`` (no label column needed), else the test split; its rows with
-    neither an image nor a text are left out and listed in :attr:`without_inputs`.
+    are counted as ``spared``). ``predict`` reads ``predict_file`` (no label column needed;
+    see :mod:`~cmpt_lightning.datamodules.predict`), else the test split; its rows with
+    neither an image nor a text are not predicted but listed in :attr:`without_inputs`, and
+    rows without an id are named by their line number in the file.
 
     Args:
         root: the folder the tables and the image paths are relative to.
@@ -59,7 +56,8 @@ class MultimodalCSVDataModule(FileDataModule):
         text_column: the column of texts (empty: no text).
         label_column: the column of labels: a class name, an integer, or for multilabel a
             list (``["a", "b"]`` or ``a|b`` in a CSV cell, a list in JSONL).
-        id_column: the column of sample ids; without it a row's position in its file is its id.
+        id_column: the column of sample ids; without it a row's position in its file is its id
+            (in predictions: its 1-based line number in the file).
         split_column: the column of ``train`` / ``val`` / ``test`` in ``data_file``.
         label_separator: separator of several labels in one CSV cell (multilabel).
         val_fraction: share of each class of the training rows held out for validation when
@@ -111,8 +109,6 @@ class MultimodalCSVDataModule(FileDataModule):
         self.label_separator = label_separator
         self.val_fraction = check_val_fraction(val_fraction)
         self.split_seed = split_seed
-        #: Ids of prediction rows with neither an image nor a text, left out (not guessed).
-        self.without_inputs: list[str] = []
         self._present: set[str] | None = None
 
     # --- classes ------------------------------------------------------------------------------
@@ -147,7 +143,7 @@ class MultimodalCSVDataModule(FileDataModule):
             return (data_file, None) if split == "train" else None
         return (data_file, [split]) if split in self._present else None
 
-    def _read(self, source: Source, split: str, labelled: bool = True) -> MultimodalCSVDataset:
+    def _read(self, source: Source, split: str) -> MultimodalCSVDataset:
         return MultimodalCSVDataset(
             self.root,
             source[0],
@@ -158,13 +154,10 @@ class MultimodalCSVDataModule(FileDataModule):
             task=self.task,
             columns=self.columns,
             splits=source[1],
-            labelled=labelled,
             label_separator=self.label_separator,
         )
 
-    def _records(
-        self, source: Source, classes: Sequence[str], labelled: bool = True
-    ) -> list[Record]:
+    def _records(self, source: Source, classes: Sequence[str]) -> list[Record]:
         """The rows of ``source`` as records, without preprocessing (for :meth:`inspect`)."""
         return read_records(
             self.root,
@@ -173,7 +166,6 @@ class MultimodalCSVDataModule(FileDataModule):
             task=self.task,
             columns=self.columns,
             splits=source[1],
-            labelled=labelled,
             label_separator=self.label_separator,
         )
 
@@ -190,7 +182,7 @@ class MultimodalCSVDataModule(FileDataModule):
             pool, groups, split, fraction=self.val_fraction, seed=self.split_seed, fix=fix
         )
 
-    def read_split(self, split: str) -> MultimodalCSVDataset:
+    def read_split(self, split: str) -> MultimodalCSVDataset | PredictTable:
         """The dataset of ``split``: its rows, or carved from the training rows (see above)."""
         if split == "predict":
             return self._predict_dataset()
@@ -205,7 +197,7 @@ class MultimodalCSVDataModule(FileDataModule):
             raise ValueError(msg)
         return self._read(source, split)
 
-    def _predict_dataset(self) -> MultimodalCSVDataset:
+    def _predict_dataset(self) -> PredictTable:
         if self.predict_file is not None:
             source: Source | None = (self.predict_file, None)
         else:
@@ -213,18 +205,7 @@ class MultimodalCSVDataModule(FileDataModule):
         if source is None:
             msg = "nothing to predict: give predict_file (labels not needed), or a test split"
             raise ValueError(msg)
-        dataset = self._read(source, "predict", labelled=False)
-        records = dataset.records
-        empty = [i for i, r in enumerate(records) if r.image is None and not (r.text or "").strip()]
-        if empty:
-            self.without_inputs = [dataset.ids[i] for i in empty]
-            log.warning(
-                "predict: %d row(s) have neither an image nor a text and are not predicted: %s",
-                len(empty),
-                self.without_inputs[:20],
-            )
-            dataset = dataset.select(sorted(set(range(len(dataset))) - set(empty)))
-        return dataset
+        return read_predict(self, PredictInput(source[0], self.columns, source[1]))
 
     # --- cmpt data check ------------------------------------------------------------------------
     def inspect(self) -> CheckReport:
@@ -246,21 +227,5 @@ class MultimodalCSVDataModule(FileDataModule):
             records = self._records(source, classes)
             report.add(split, source[0], records, self.find_bad(records))
         if self.predict_file is not None:
-            records = self._records((self.predict_file, None), classes, labelled=False)
-            bad = self.find_bad(records)
-            neither = [b for b in bad if b.reason == "neither image nor text"]
-            if neither:
-                ids = [b.id for b in neither][:20]
-                report.warnings.append(
-                    f"predict: rows {ids} have no image and no text: not predicted"
-                )
-            report.add("predict", self.predict_file, records, [b for b in bad if b not in neither])
+            check_predict(self, report, PredictInput(self.predict_file, self.columns))
         return report
-
-    # --- real missingness ----------------------------------------------------------------------
-    def real_availability(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Which rows of ``split`` have an image and a text in the table."""
-        dataset = self.datasets[split]
-        if isinstance(dataset, MultimodalCSVDataset):
-            return dataset.availability()
-        return super().real_availability(split)

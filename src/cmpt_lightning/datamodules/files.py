@@ -39,7 +39,8 @@ class FileDataModule(CMPTDataModule):
 
     Every split is screened when it is built (:meth:`build_split`): with ``on_bad_sample:
     error`` a bad sample fails the setup listing the offending files, with ``skip`` it is left
-    out and kept in :attr:`bad_samples`. :meth:`inspect` reads every raw split of the family
+    out and kept in :attr:`bad_samples`; an image path that leads outside ``root`` is a bad
+    sample unless ``allow_outside_root``. :meth:`inspect` reads every raw split of the family
     the same way, without a tokenizer or model weights, for ``cmpt data check``. The
     constructor reads no file.
 
@@ -51,6 +52,13 @@ class FileDataModule(CMPTDataModule):
         check_threads: threads of the image check (null: Python's default, cpus + 4, at most 32).
         on_bad_sample: ``error`` (fail at setup, listing the offending files) or ``skip``
             (leave them out, count them and log the count).
+        allow_outside_root: read images whose paths lead outside ``root``. By default an image
+            path of the data (a table's image column, Hateful Memes' ``img``, Food-101's file
+            names) must stay inside ``root``, both as written (``..`` and absolute paths
+            elsewhere are refused) and after following symbolic links (a link inside the root
+            that leads out of it is refused; a symlinked root itself is fine): such a sample is
+            a bad sample naming its row and path, and its file is never opened. Set true for
+            data that keeps its images elsewhere on purpose, and only for tables you trust.
         **kwargs: the shared settings of :class:`CMPTDataModule` (``batch_size``,
             ``num_workers``, ``train_missing``, ``eval_missing``, ...).
     """
@@ -70,6 +78,7 @@ class FileDataModule(CMPTDataModule):
         image_check: ImageCheck | str = "verify",
         check_threads: int | None = None,
         on_bad_sample: OnBadSample | str = "error",
+        allow_outside_root: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,6 +86,7 @@ class FileDataModule(CMPTDataModule):
         self.image_check = ImageCheck.parse(image_check, "image_check")
         self.check_threads = check_threads
         self.on_bad_sample = OnBadSample.parse(on_bad_sample, "on_bad_sample")
+        self.allow_outside_root = allow_outside_root
         #: The bad samples found in each split at setup (left out under ``on_bad_sample: skip``).
         self.bad_samples: dict[str, list[BadSample]] = {}
 
@@ -129,6 +139,8 @@ class FileDataModule(CMPTDataModule):
             on_bad_sample=self.on_bad_sample,
             image_check=self.image_check,
             threads=self.check_threads,
+            root=self.root,
+            allow_outside_root=self.allow_outside_root,
         )
         return dataset
 
@@ -140,6 +152,8 @@ class FileDataModule(CMPTDataModule):
             requires_text=self.dataset_class.requires_text,
             image_check=self.image_check,
             threads=self.check_threads,
+            root=self.root,
+            allow_outside_root=self.allow_outside_root,
         )
 
     def carve(

@@ -17,6 +17,7 @@ from ..datasets.food101 import (
 )
 from ..tasks import Task
 from .files import FileDataModule, check_val_fraction
+from .predict import PredictInput, PredictTable, check_predict, read_predict
 
 __all__ = ["Food101DataModule"]
 
@@ -25,7 +26,7 @@ class Food101DataModule(FileDataModule):
     """UPMC Food-101: official train and test splits, and validation carved from train.
 
     The validation carve is seeded and stratified by class; a user ``split_file`` replaces
-    all three splits. ``predict`` uses the test split.
+    all three splits. ``predict`` reads ``predict_file``, else the test split.
 
     Args:
         root: the dataset folder, holding ``images/`` and ``texts/`` (or ``texts_txt/``).
@@ -38,6 +39,10 @@ class Food101DataModule(FileDataModule):
             order of the ``images/train`` folders.
         text_source: ``auto`` (``texts/*_titles.csv`` if present, else ``texts_txt/``), ``csv``
             or ``txt``.
+        predict_file: new samples to predict: a table (CSV, TSV, JSONL or JSON) with ``image``
+            (path relative to ``root``), ``text`` and optionally ``id`` columns, labels not
+            needed (see :mod:`~cmpt_lightning.datamodules.predict`). The titles CSVs do not
+            fit: their class column, the answer, also places the image.
         **kwargs: the settings of :class:`FileDataModule` (``image_check``, ``on_bad_sample``,
             ...) and :class:`CMPTDataModule` (``batch_size``, ``train_missing``, ...).
     """
@@ -56,6 +61,7 @@ class Food101DataModule(FileDataModule):
         split_file: str | None = None,
         class_index: str | None = None,
         text_source: TextSource | str = "auto",
+        predict_file: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)
@@ -64,6 +70,7 @@ class Food101DataModule(FileDataModule):
         self.split_file = split_file
         self.class_index = class_index
         self.text_source = TextSource.parse(text_source, "text_source")
+        self.predict_file = predict_file
         self._classes: list[str] | None = None
         self._pool: Food101Dataset | None = None
 
@@ -124,8 +131,10 @@ class Food101DataModule(FileDataModule):
             fix="set val_fraction > 0 or give a split_file",
         )
 
-    def read_split(self, split: str) -> Food101Dataset:
-        """The dataset of ``split``: official, carved, or from ``split_file``; predict is test."""
+    def read_split(self, split: str) -> Food101Dataset | PredictTable:
+        """The dataset of ``split``: official, carved, from ``split_file``, or ``predict_file``."""
+        if split == "predict" and self.predict_file is not None:
+            return read_predict(self, PredictInput(self.predict_file))
         source = "test" if split == "predict" else split
         if self.split_file is not None:
             dataset = self._from_split_file(source, self.split_file)
@@ -136,7 +145,7 @@ class Food101DataModule(FileDataModule):
         return dataset.select(range(len(dataset)), self.image_transform(train=split == "train"))
 
     def inspect(self) -> CheckReport:
-        """Train and test against the official sizes, the class count, and unused images.
+        """Train and test against the official sizes, the class count, unused images; predict_file.
 
         Image files without a text (not in the split's table) are a warning: they are not used.
         """
@@ -152,4 +161,6 @@ class Food101DataModule(FileDataModule):
             unlisted = len(on_disk - {r.id for r in records})
             if unlisted:
                 report.warnings.append(f"{split}: {unlisted} image file(s) have no text (not used)")
+        if self.predict_file is not None:
+            check_predict(self, report, PredictInput(self.predict_file))
         return report

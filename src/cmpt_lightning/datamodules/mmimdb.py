@@ -16,15 +16,18 @@ from ..datasets.mmimdb import (
 )
 from ..tasks import Task
 from .files import FileDataModule
+from .predict import PredictInput, PredictTable, check_predict, read_predict
 
 __all__ = ["MMIMDbDataModule"]
 
-#: The data module's splits -> the names in split.json (``predict`` uses the test split).
+#: The data module's splits -> the names in split.json (``predict`` without a file: test).
 SPLIT_NAMES = {"train": "train", "val": "dev", "test": "test", "predict": "test"}
 
 
 class MMIMDbDataModule(FileDataModule):
-    """MM-IMDb: train, dev (validation) and test from ``split.json``; ``predict`` is test.
+    """MM-IMDb: train, dev (validation) and test from ``split.json``; predict: new movies or test.
+
+    ``predict`` reads ``predict_file``, else the test split.
 
     With ``text_mode: all_plots`` a movie gives one training sample per plot, and the simulated
     missingness is decided once per movie (every plot of a movie keeps or loses the same
@@ -37,6 +40,9 @@ class MMIMDbDataModule(FileDataModule):
             first plot) or ``all_plots`` (one training sample per plot of each movie).
         expand_eval: with ``all_plots``, expand validation and test too (their sample counts then
             differ from the benchmark's 2,608 / 7,799 movies, and so do the metrics).
+        predict_file: new movies to predict: a table (CSV, TSV, JSONL or JSON) with ``image``
+            (the poster's path relative to ``root``), ``text`` (the plot) and optionally ``id``
+            columns, labels not needed (see :mod:`~cmpt_lightning.datamodules.predict`).
         **kwargs: the settings of :class:`FileDataModule` (``image_check``, ``on_bad_sample``,
             ...) and :class:`CMPTDataModule` (``batch_size``, ``train_missing``, ...).
     """
@@ -52,19 +58,23 @@ class MMIMDbDataModule(FileDataModule):
         root: str,
         text_mode: TextMode | str = "outline",
         expand_eval: bool = False,
+        predict_file: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)
         self.text_mode = TextMode.parse(text_mode, "text_mode")
         self.expand_eval = expand_eval
+        self.predict_file = predict_file
 
     @property
     def classes(self) -> list[str]:
         """The 23 genres, in the benchmark's order."""
         return list(GENRES)
 
-    def read_split(self, split: str) -> MMIMDbDataset:
+    def read_split(self, split: str) -> MMIMDbDataset | PredictTable:
         """The dataset of ``split`` (one sample per plot in training with ``all_plots``)."""
+        if split == "predict" and self.predict_file is not None:
+            return read_predict(self, PredictInput(self.predict_file))
         expand = split == "train" or self.expand_eval
         return MMIMDbDataset(
             self.root,
@@ -80,11 +90,13 @@ class MMIMDbDataModule(FileDataModule):
         return [movie_id(sample) for sample in self.datasets[split].ids]
 
     def inspect(self) -> CheckReport:
-        """Train, dev and test of ``split.json`` (against the official sizes with ``outline``)."""
+        """Train, dev, test of ``split.json`` (official sizes with ``outline``); predict_file."""
         report = CheckReport()
         outline = self.text_mode is TextMode.OUTLINE
         for split in self.raw_splits:
             records = read_mmimdb(self.root, split, self.text_mode)
             official = self.official_sizes[split] if outline else None
             report.add(split, "split.json", records, self.find_bad(records), official)
+        if self.predict_file is not None:
+            check_predict(self, report, PredictInput(self.predict_file))
         return report

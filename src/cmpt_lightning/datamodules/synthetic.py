@@ -24,6 +24,9 @@ class SyntheticDataModule(CMPTDataModule):
         seed: data seed; each split draws from (seed, split).
         image_noise: probability that an image shows a sibling class.
         text_noise: probability that a caption names another class.
+        num_workers: DataLoader worker processes per loader; 0 here (the samples are cheaper
+            to make than a worker is to start); null: one per usable CPU core less one, at
+            most 8.
         **kwargs: the shared settings of :class:`CMPTDataModule` (``batch_size``,
             ``train_missing``, ``eval_missing``, ...).
     """
@@ -37,9 +40,10 @@ class SyntheticDataModule(CMPTDataModule):
         seed: int = 0,
         image_noise: float = 0.3,
         text_noise: float = 0.3,
+        num_workers: int | None = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(num_workers=num_workers, **kwargs)
         if not 2 <= num_classes <= MAX_CLASSES:
             msg = f"num_classes must be in [2, {MAX_CLASSES}], got {num_classes!r}"
             raise ValueError(msg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -11,13 +12,66 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["MultimodalDataset", "Sample", "TokenCache"]
+__all__ = ["MultimodalDataset", "Sample", "TokenCache", "cap_text", "context_length"]
 
 #: One sample: ``image`` [3, H, W] float, ``text`` [L] int64 token ids, ``label`` (int64 scalar
 #: for multiclass/binary, float [C] for multilabel), ``image_present`` / ``text_present`` (bool
 #: scalars: the data has this modality), ``id`` (str, stable across runs and machines) and
 #: ``index`` (int64 scalar, position in this dataset). An absent modality is all zeros.
 Sample = dict[str, Any]
+
+#: Non-space characters handed to the tokenizer per token of its context: the text is cut
+#: after ``64 x context_length`` of them (4,928 for CLIP's 77 tokens).
+CHARS_PER_TOKEN = 64
+#: The longest run of non-space characters handed to the tokenizer, per token of its context:
+#: a longer run is cut after ``16 x context_length`` characters (1,232 for 77 tokens).
+WORD_CHARS_PER_TOKEN = 16
+#: The context length assumed for a tokenizer that does not say (CLIP's).
+DEFAULT_CONTEXT_LENGTH = 77
+
+_RUN = re.compile(r"\S+")
+
+
+def context_length(tokenizer: Callable[[list[str]], torch.Tensor]) -> int:
+    """The tokens a tokenizer keeps per text: its ``context_length`` (open_clip's), else 77."""
+    length = getattr(tokenizer, "context_length", None)
+    if isinstance(length, int) and not isinstance(length, bool) and length > 0:
+        return length
+    return DEFAULT_CONTEXT_LENGTH
+
+
+def cap_text(text: str, context: int = DEFAULT_CONTEXT_LENGTH) -> str:
+    """``text`` cut to what a tokenizer keeping ``context`` tokens can use, and no more.
+
+    The tokenizer keeps only the first ``context`` tokens, but it reads the whole text first,
+    and a long run without spaces costs it far more than its length (open_clip's BPE on one
+    random 50,000-letter word: minutes). So the text is cut after :data:`CHARS_PER_TOKEN` x
+    ``context`` non-space characters, and every run of non-space characters after
+    :data:`WORD_CHARS_PER_TOKEN` x ``context`` characters; whitespace is kept as it is. A CLIP
+    token covers about 4 characters of English and at most 32, so the ``context`` tokens kept
+    are those of the whole text, unless a cut run of over 16 x ``context`` characters averages
+    more than 16 characters per token (no real word does).
+
+    Args:
+        text: the text.
+        context: the tokenizer's context length (see :func:`context_length`).
+
+    Returns:
+        ``text`` itself if it is short enough, else its cut copy.
+    """
+    word, total = WORD_CHARS_PER_TOKEN * context, CHARS_PER_TOKEN * context
+    if len(text) <= word:
+        return text  # no run can be too long, and the whole is shorter than ``total``
+    pieces: list[str] = []
+    kept = end = 0
+    for match in _RUN.finditer(text):
+        take = min(match.end() - match.start(), word, total - kept)
+        pieces += (text[end : match.start()], text[match.start() : match.start() + take])
+        kept, end = kept + take, match.end()
+        if kept >= total:
+            return "".join(pieces)
+    pieces.append(text[end:])
+    return "".join(pieces)
 
 
 class TokenCache:
@@ -29,7 +83,9 @@ class TokenCache:
     [n, L] per tokenizer call (CLIP vocabularies are far below 2**31): a few arrays pickle to
     spawned workers cheaply, where one tensor per text would cost a shared-memory handle each.
 
-    The tokenizer must pad every text to the same length, as open_clip's tokenizers do.
+    The tokenizer must pad every text to the same length, as open_clip's tokenizers do. It is
+    handed each text cut by :func:`cap_text` to what its context can hold, so that a huge text
+    costs no more than a long one; the cache is keyed by the text as given.
 
     Args:
         tokenizer: list of strings -> int tensor [B, L] (the open_clip tokenizer).
@@ -44,6 +100,7 @@ class TokenCache:
             raise ValueError(msg)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.context = context_length(tokenizer)
         self._where: dict[str, tuple[int, int]] = {}  # text -> (block, row)
         self._blocks: list[np.ndarray] = []  # each int32 [n, L]
 
@@ -65,7 +122,7 @@ class TokenCache:
         new = [text for text in dict.fromkeys(texts) if text not in self._where]
         for start in range(0, len(new), self.batch_size):
             chunk = new[start : start + self.batch_size]
-            ids = self.tokenizer(chunk)  # shape = [len(chunk), L]
+            ids = self.tokenizer([cap_text(text, self.context) for text in chunk])  # [n, L]
             block = len(self._blocks)
             self._blocks.append(np.ascontiguousarray(ids.numpy(), dtype=np.int32))
             self._where.update((text, (block, row)) for row, text in enumerate(chunk))
@@ -158,7 +215,10 @@ class MultimodalDataset(Dataset[Sample], ABC):
         """The token ids [L] int64 of ``text``; zeros for None (an absent text)."""
         cache = self.pretokenize()
         key = "" if text is None else text
-        ids = self.tokenizer([key])[0].long() if cache is None else cache[key]
+        if cache is None:
+            ids = self.tokenizer([cap_text(key, context_length(self.tokenizer))])[0].long()
+        else:
+            ids = cache[key]
         return torch.zeros_like(ids) if text is None else ids
 
     def __getitem__(self, index: int) -> Sample:

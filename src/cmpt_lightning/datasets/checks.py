@@ -14,6 +14,10 @@ How thoroughly images are checked is the ``image_check`` setting; per image, fro
 - ``decode``: the pixels are decoded (JPEGs at 1/8 scale, which still reads all the data), which
   also catches truncated files.
 
+Before any image is opened, its path must lie inside the data root (``..``, absolute paths and
+symbolic links that lead out of it are refused, see :mod:`~cmpt_lightning.datasets.paths`)
+unless ``allow_outside_root`` is set; a refused file is neither checked nor read.
+
 The checks run on a thread pool (PIL releases the GIL while reading and decoding). Measured on
 the development machine (2 cores, warm page cache, 2,000 noisy 512 x 384 JPEGs of 75 KB,
 extrapolated to 100k images): ``exists`` 1 to 3 s, ``verify`` 5 to 10 s, ``decode`` 35 to 75 s;
@@ -35,6 +39,7 @@ from PIL import Image
 
 from ..choices import Choice
 from .errors import BadSampleError
+from .paths import RootGuard
 from .records import IMAGE_ERRORS, Record, RecordDataset
 
 __all__ = [
@@ -179,11 +184,13 @@ def find_bad_samples(
     requires_text: bool = True,
     image_check: ImageCheck | str = ImageCheck.VERIFY,
     threads: int | None = None,
+    root: str | Path | None = None,
+    allow_outside_root: bool = False,
 ) -> list[BadSample]:
     """Every problem of ``records``.
 
     Parse problems, repeated ids, absent or empty modalities the family requires, samples with
-    neither modality, and image files that fail the check.
+    neither modality, image paths outside the data root, and image files that fail the check.
 
     Args:
         records: the parsed samples.
@@ -191,6 +198,8 @@ def find_bad_samples(
         requires_text: a sample without a non-empty text is bad.
         image_check: how thoroughly to check image files.
         threads: threads of the image check (None: Python's default, ``min(32, cpus + 4)``).
+        root: the data root image paths must stay inside (None: not checked).
+        allow_outside_root: do not check that image paths stay inside ``root``.
 
     Returns:
         The problems, ordered by record; a record may have several.
@@ -204,14 +213,18 @@ def find_bad_samples(
             reason = f"repeated sample id {record.id!r} (first in {seen[record.id]})"
             bad.append(BadSample(index, record.id, record.source, reason))
         seen.setdefault(record.id, record.source)
-        empty_text = record.text is None or not record.text.strip()
-        if requires_image and record.image is None:
-            bad.append(BadSample(index, record.id, record.source, "no image"))
-        if requires_text and empty_text:
-            bad.append(BadSample(index, record.id, record.source, "empty text"))
-        if not (requires_image or requires_text) and record.image is None and empty_text:
-            bad.append(BadSample(index, record.id, record.source, "neither image nor text"))
+        if record.parsed:
+            bad += _missing_modalities(index, record, requires_image, requires_text)
     with_image = [(i, r.image) for i, r in enumerate(records) if r.image is not None]
+    if root is not None and not allow_outside_root and with_image:
+        guard, inside = RootGuard(root), list[tuple[int, Path]]()
+        for index, path in with_image:
+            escape = guard.reason(path)
+            if escape is None:
+                inside.append((index, path))
+            else:  # never opened, not even by the image check
+                bad.append(BadSample(index, records[index].id, records[index].source, escape))
+        with_image = inside
     if ImageCheck(image_check) is not ImageCheck.NONE and with_image:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             found = pool.map(lambda item: check_image(item[1], image_check), with_image)
@@ -219,6 +232,21 @@ def find_bad_samples(
                 if problem is not None:
                     bad.append(BadSample(index, records[index].id, str(path), problem))
     return sorted(bad, key=lambda b: b.index)
+
+
+def _missing_modalities(
+    index: int, record: Record, requires_image: bool, requires_text: bool
+) -> list[BadSample]:
+    """The modalities ``record`` lacks that its family requires (or that it has neither)."""
+    reasons = []
+    empty_text = record.text is None or not record.text.strip()
+    if requires_image and record.image is None:
+        reasons.append("no image")
+    if requires_text and empty_text:
+        reasons.append("empty text")
+    if not (requires_image or requires_text) and record.image is None and empty_text:
+        reasons.append("neither image nor text")
+    return [BadSample(index, record.id, record.source, reason) for reason in reasons]
 
 
 def describe_bad_samples(bad: Sequence[BadSample], limit: int | None = MAX_LISTED) -> str:
@@ -237,6 +265,8 @@ def screen(
     on_bad_sample: OnBadSample | str = OnBadSample.ERROR,
     image_check: ImageCheck | str = ImageCheck.VERIFY,
     threads: int | None = None,
+    root: str | Path | None = None,
+    allow_outside_root: bool = False,
 ) -> tuple[_D, list[BadSample]]:
     """Check every sample of ``dataset`` and fail on bad ones, or leave them out.
 
@@ -247,6 +277,8 @@ def screen(
             ``skip`` returns the dataset without them and logs how many were skipped.
         image_check: how thoroughly to check image files.
         threads: threads of the image check.
+        root: the data root image paths must stay inside (None: not checked).
+        allow_outside_root: do not check that image paths stay inside ``root``.
 
     Returns:
         The dataset to use, and the problems found.
@@ -261,6 +293,8 @@ def screen(
         requires_text=dataset.requires_text,
         image_check=image_check,
         threads=threads,
+        root=root,
+        allow_outside_root=allow_outside_root,
     )
     if not bad:
         return dataset, []

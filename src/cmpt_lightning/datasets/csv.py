@@ -2,17 +2,22 @@
 
 One row per sample. Columns (names configurable, see :class:`Columns`):
 
-- ``image``: image path relative to the root (or absolute); empty: the sample has no image;
+- ``image``: image path relative to the root; empty: the sample has no image. It must stay
+  inside the root (no ``..`` out of it, no absolute path elsewhere, no link out of it) unless
+  the data module's ``allow_outside_root`` is set: see :mod:`~cmpt_lightning.datasets.paths`;
 - ``text``: the text; empty: the sample has no text;
 - ``label``: a class name, an integer class index, or for multi-label tasks a list (a JSON list
-  ``["a", "b"]`` in a CSV cell or a real list in JSONL, or names joined by ``|``);
+  ``["a", "b"]`` in a CSV cell or a real list in JSONL, or names joined by ``|``); an empty,
+  whitespace-only or NaN label (``nan`` in a CSV) is a bad sample, never a class;
 - ``id`` (optional): a stable sample id; without the column, the row's position in the file
   (``"0"`` for the first data row) is the id;
 - ``split`` (optional): ``train``, ``val`` or ``test`` (also ``valid``, ``validation``,
   ``dev``, ``training``, ``testing``).
 
-A row without an image or a text is real missingness and is kept as such; a row with neither,
-an image path that does not open, or an unknown label is a bad sample.
+A row without an image or a text is real missingness and is kept as such (in JSONL, ``null``
+and ``NaN`` are empty too); a row with neither, an image path that does not open or leads
+outside the root, a missing or unknown label, or a line that is not a JSON object is a bad
+sample, named by its file and line.
 """
 
 from __future__ import annotations
@@ -143,10 +148,11 @@ def read_records(
     index = {name: i for i, name in enumerate(classes)}
     has_id = columns.id in names
     records = []
-    for position, (number, row) in enumerate(rows):
+    for position, (number, row, unreadable) in enumerate(rows):
         source = f"{path}:{number}"
         if row is None:
-            records.append(Record(str(position), None, None, None, source, ("not a JSON object",)))
+            problem = (unreadable,)
+            records.append(Record(str(position), None, None, None, source, problem, parsed=False))
             continue
         problems: list[str] = []
         key = str(position)
@@ -178,13 +184,16 @@ def _rows_of_splits(
         )
         raise ValueError(msg)
     kept, unknown = [], set()
-    for number, row in rows:
-        value = "" if row is None else str(row.get(columns.split) or "").strip().lower()
+    for row in rows:
+        if row.cells is None:
+            kept.append(row)  # not a row at all: kept, to be reported by its line
+            continue
+        value = str(row.cells.get(columns.split) or "").strip().lower()
         split = SPLIT_NAMES.get(value)
         if split is None:
             unknown.add(value)
         elif split in splits:
-            kept.append((number, row))
+            kept.append(row)
     if unknown:
         msg = (
             f"{str(path)!r}: unknown values {sorted(unknown)} in the split column "
@@ -202,7 +211,7 @@ def table_splits(
     names, rows = read_table(resolve_path(root, file))
     if columns.split not in names:
         return None
-    values = {str(row.get(columns.split) or "").strip().lower() for _, row in rows if row}
+    values = {str(r.cells.get(columns.split) or "").strip().lower() for r in rows if r.cells}
     return {SPLIT_NAMES[v] for v in values if v in SPLIT_NAMES}
 
 
@@ -221,7 +230,7 @@ def table_labels(
         raise ValueError(msg)
     if splits is not None:
         rows = _rows_of_splits(path, names, rows, columns, splits)
-    return [row.get(columns.label) for _, row in rows if row is not None]
+    return [row.cells.get(columns.label) for row in rows if row.cells is not None]
 
 
 class MultimodalCSVDataset(RecordDataset):

@@ -1,6 +1,9 @@
 """The errors the dataset readers raise.
 
-Data that is not where it was looked for, and samples that cannot be used.
+Data that is not where it was looked for, and samples that cannot be used. Both are the user's
+to fix, so both are :class:`~cmpt_lightning.errors.UserInputError` (``cmpt`` prints them as one
+message), and still the built-in type they are: code catching ``FileNotFoundError`` or
+``ValueError`` keeps working.
 """
 
 from __future__ import annotations
@@ -8,10 +11,12 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from ..errors import UserInputError
+
 __all__ = ["BadSampleError", "DatasetNotFoundError"]
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserInputError, FileNotFoundError):
     """A dataset, or a file it needs, is not under the given root.
 
     The message names the dataset, the root, the path that is missing and the layout expected
@@ -54,7 +59,7 @@ class DatasetNotFoundError(FileNotFoundError):
         return str(self.args[0])
 
 
-class BadSampleError(ValueError):
+class BadSampleError(UserInputError, ValueError):
     """Samples that cannot be used: an unreadable image, an empty text, an unknown label.
 
     Raised at setup (listing the offending files) unless ``on_bad_sample: skip``, and by a

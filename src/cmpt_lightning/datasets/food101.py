@@ -6,9 +6,11 @@ Layout (as downloaded, e.g. from Kaggle's ``upmc-food-101``)::
     <root>/texts/{train,test}_titles.csv   rows: image file name, page text, class name
 
 The CSVs come with a header row in some copies and without in others: a first row whose first
-cell is not an image file name is a header. The original release keeps each text in
-``<root>/texts_txt/<class>/<class>_<n>.txt`` instead; the split then comes from ``images/``.
-There is no official validation split (the data module carves one from train).
+cell is not an image file name is a header. A row with an empty or NaN class is a bad sample,
+and so is a file name that leads outside the root (see :mod:`~cmpt_lightning.datasets.paths`).
+The original release keeps each text in ``<root>/texts_txt/<class>/<class>_<n>.txt`` instead;
+the split then comes from ``images/``. There is no official validation split (the data module
+carves one from train).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from PIL import Image
 
 from ..choices import Choice
 from .errors import DatasetNotFoundError
+from .labels import missing_label
 from .records import Record, RecordDataset
 
 __all__ = [
@@ -158,11 +161,12 @@ def _read_csv(root: Path, split: str, index: dict[str, int]) -> list[Record]:
                 if len(row) != 3:
                     problem = f"expected 3 columns (image file name, text, class), got {len(row)}"
                     key = f"{path.name}:{number}"
-                    records.append(Record(key, None, None, None, source, (problem,)))
+                    records.append(Record(key, None, None, None, source, (problem,), parsed=False))
                     continue
                 name, text, cls = row[0].strip(), row[1], row[2].strip()
-                label = index.get(cls)
-                problems = [] if label is not None else [f"unknown class {cls!r}"]
+                missing = missing_label(row[2], "class")  # empty, or NaN: never a class
+                label = None if missing else index.get(cls)
+                problems = [] if label is not None else [missing or f"unknown class {cls!r}"]
                 if not name:
                     problems.append("empty image file name")
                     name = f"<row {number}>"

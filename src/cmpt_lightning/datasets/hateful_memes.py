@@ -21,7 +21,9 @@ import torch
 from PIL import Image
 
 from ..choices import Choice
+from ..errors import UserInputError
 from .errors import DatasetNotFoundError
+from .labels import is_blank, missing_label
 from .records import Record, RecordDataset
 from .tables import read_jsonl
 
@@ -83,7 +85,7 @@ class MemeSplit(Choice):
     TEST_UNSEEN = "test_unseen"
 
 
-class UnlabelledSplitError(ValueError):
+class UnlabelledSplitError(UserInputError, ValueError):
     """A split used for training or evaluation has no labels."""
 
 
@@ -116,22 +118,24 @@ def split_file(base: Path, split: MemeSplit | str) -> Path:
 
 def _record(base: Path, line: dict[str, Any], source: str, labelled: bool) -> Record:
     problems: list[str] = []
-    img = line.get("img")
-    image = base / str(img) if img else None
-    if "id" in line and line["id"] is not None:
+    img = None if is_blank(line.get("img")) else str(line["img"])
+    image = base / img if img else None  # inside the root, or a bad sample at setup
+    if not is_blank(line.get("id")):
         key = str(line["id"])
     else:
-        key = Path(str(img)).stem if img else source
+        key = Path(img).stem if img else source
         problems.append("no id")
-    text = line.get("text")
+    text = None if is_blank(line.get("text")) else str(line["text"])
     label = line.get("label")
     target: int | None = None
     if labelled:
-        if isinstance(label, bool) or label not in (0, 1):
+        missing = missing_label(label)
+        if missing is not None:
+            problems.append(f"{missing} (expected 0 or 1)")
+        elif isinstance(label, bool) or label not in (0, 1):
             problems.append(f"unknown label {label!r} (expected 0 or 1)")
         else:
             target = int(label)
-    text = None if text is None else str(text)
     return Record(key, image, text, target, source, tuple(problems))
 
 
@@ -152,14 +156,14 @@ def read_hateful_memes(
     base = find_hateful_memes(root)
     path = split_file(base, split)
     lines = read_jsonl(path)
-    if labelled and lines and not any(obj is not None and "label" in obj for _, obj in lines):
+    if labelled and lines and not any(row.cells and "label" in row.cells for row in lines):
         msg = f"{str(path)!r} ({MemeSplit(split).value}) has no labels. {UNLABELLED_HINT}"
         raise UnlabelledSplitError(msg)
     records = []
-    for number, obj in lines:
+    for number, obj, unreadable in lines:
         source = f"{path}:{number}"
         if obj is None:
-            records.append(Record(source, None, None, None, source, ("not a JSON object",)))
+            records.append(Record(source, None, None, None, source, (unreadable,), parsed=False))
         else:
             records.append(_record(base, obj, source, labelled))
     return records

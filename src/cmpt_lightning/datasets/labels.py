@@ -4,22 +4,59 @@ A cell holds a class name, an integer class index, or for a multilabel task a li
 JSON list ``["a", "b"]`` in a CSV cell or a real list in JSONL, or names joined by a separator).
 :func:`infer_classes` reads the classes off the training labels; :func:`parse_label` turns a
 cell into the class index (or indices) of :class:`~cmpt_lightning.datasets.records.Record`.
+
+A label that is not there is never a class: an empty or whitespace-only cell, a JSON ``null``,
+a float NaN (JSON ``NaN``) or the text ``nan`` (how a NaN reads once written to a CSV) is a
+missing label, which :func:`infer_classes` skips and :func:`parse_label` reports, so that the
+row becomes a bad sample named by its file and line (:func:`missing_label` says why).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..tasks import Task
 
-__all__ = ["class_key", "infer_classes", "is_blank", "label_tokens", "parse_label"]
+__all__ = [
+    "class_key",
+    "infer_classes",
+    "is_blank",
+    "label_tokens",
+    "missing_label",
+    "parse_label",
+]
 
 
 def is_blank(value: Any) -> bool:
-    """A cell with nothing in it: None, or a string of whitespace."""
+    """A cell with nothing in it: None, a string of whitespace, or a float NaN (JSON ``NaN``)."""
+    if isinstance(value, float):
+        return math.isnan(value)
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+def missing_label(value: Any, what: str = "label") -> str | None:
+    """Why ``value`` is no label at all, or None if it is one (known or not).
+
+    Args:
+        value: a label cell, or one label of a list.
+        what: what the value is, for the message (``label``, ``class``, ``genre``).
+
+    Returns:
+        ``missing label`` (None or an empty cell), ``missing label (whitespace only: '  ')``,
+        ``label is nan (a missing value, not a label)`` (a float NaN or infinity, or the text
+        ``nan`` as a NaN reads once written to a CSV), or None.
+    """
+    if value is None or value == "":
+        return f"missing {what}"
+    if isinstance(value, str) and not value.strip():
+        return f"missing {what} (whitespace only: {value!r})"
+    nan = value.strip().lower() == "nan" if isinstance(value, str) else False
+    if nan or (isinstance(value, float) and not math.isfinite(value)):
+        return f"{what} is {value!r} (a missing value, not a {what})"
+    return None
 
 
 def _int_like(token: Any) -> bool:
@@ -62,10 +99,13 @@ def infer_classes(labels: Iterable[Any], task: Task | str, separator: str = "|")
     """Class names from the label cells of the training rows.
 
     Integer labels give ``["0", "1", ..., str(max)]``; names give their sorted set (for a
-    binary task the second name is the positive class: pass ``classes`` to choose).
+    binary task the second name is the positive class: pass ``classes`` to choose). Missing
+    labels (empty, NaN, ``nan``: see :func:`missing_label`) give no class; the rows holding
+    them are bad samples when they are read.
     """
     task = Task(task)
     tokens = [t for value in labels for t in (label_tokens(value, task, separator) or [])]
+    tokens = [t for t in tokens if missing_label(t) is None]  # NaN and blanks are no class
     if not tokens:
         msg = "no labels found in the training rows; check label_column, or pass classes"
         raise ValueError(msg)
@@ -102,7 +142,10 @@ def parse_label(
     """
     tokens = label_tokens(value, task, separator)
     if tokens is None:
-        return None, ["missing label"]
+        return None, [missing_label(value) or "missing label"]
+    missing = [reason for reason in map(missing_label, tokens) if reason is not None]
+    if missing:
+        return None, missing
     found, unknown = [], []
     for token in tokens:
         key = class_key(token)

@@ -8,7 +8,9 @@ Layout of the raw release (``mmimdb.tar.gz``)::
 
 ``root`` may also be the ``mmimdb`` folder itself. The HDF5 variant (``multimodal_imdb.hdf5``)
 holds precomputed features and no raw text, so it cannot be used. The 23 genres keep the
-benchmark's order; other genres are ignored.
+benchmark's order; other genres are ignored, but an empty or NaN genre (or ``genres`` that is
+not a list of names) makes the movie a bad sample. The ids of ``split.json`` are names such as
+``0012345``: an id that is a path (``../x``, ``a/b``) is a bad sample and no file of it is read.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from PIL import Image
 
 from ..choices import Choice
 from .errors import DatasetNotFoundError
+from .labels import is_blank, missing_label
 from .records import Record, RecordDataset
 
 __all__ = [
@@ -123,29 +126,54 @@ def split_ids(base: Path, split: str) -> list[str]:
 
 
 def _texts(meta: dict[str, Any], mode: TextMode) -> list[str]:
-    plots = meta.get("plot") or []
-    plots = [plots] if isinstance(plots, str) else [str(p) for p in plots]
-    outline = meta.get("plot outline")
+    plots = [] if is_blank(meta.get("plot")) else meta["plot"]
+    plots = [plots] if isinstance(plots, str) else [str(p) for p in plots if not is_blank(p)]
+    outline = None if is_blank(meta.get("plot outline")) else str(meta["plot outline"])
     if mode is TextMode.ALL_PLOTS:
-        return plots or ([str(outline)] if outline else [])
+        return plots or ([outline] if outline else [])
     if outline:
-        return [str(outline)]
+        return [outline]
     return plots[:1]
+
+
+def _genres(meta: dict[str, Any]) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The benchmark genres of a movie (label indices) and what is wrong with its ``genres``."""
+    genres = meta.get("genres")
+    genres = [] if genres is None else [genres] if isinstance(genres, str | float) else genres
+    if not isinstance(genres, list):
+        return (), (f"genres must be a list of names, got {genres!r:.60}",)
+    missing = [reason for reason in (missing_label(g, "genre") for g in genres) if reason]
+    if missing:
+        return (), tuple(f"{reason} in genres {genres!r:.60}" for reason in missing)
+    label = tuple(sorted({GENRES.index(g) for g in genres if g in GENRES}))
+    return label, () if label else (f"none of the 23 benchmark genres (genres: {genres})",)
+
+
+def _is_name(movie: str) -> bool:
+    """``movie`` names a file of ``dataset/`` (not a path, which could lead out of it)."""
+    return bool(movie) and movie not in (".", "..") and not set("/\\") & set(movie)
 
 
 def _movie_records(base: Path, movie: str, mode: TextMode) -> list[Record]:
     meta_file = base / "dataset" / f"{movie}.json"
     image = base / "dataset" / f"{movie}.jpeg"
     source = str(meta_file)
+    if not _is_name(movie):
+        problem = f"movie id {movie!r} is not a name such as '0012345'; fix split.json"
+        split_json = str(base / "split.json")
+        return [Record(movie, None, None, None, split_json, (problem,), parsed=False)]
     if not meta_file.is_file():
-        return [Record(movie, image, None, None, source, ("metadata file does not exist",))]
+        problem = "metadata file does not exist"
+        return [Record(movie, image, None, None, source, (problem,), parsed=False)]
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8", errors="replace"))
     except json.JSONDecodeError as err:
-        return [Record(movie, image, None, None, source, (f"metadata is not valid JSON ({err})",))]
-    genres = meta.get("genres") or []
-    label = tuple(sorted({GENRES.index(g) for g in genres if g in GENRES}))
-    problems = () if label else (f"none of the 23 benchmark genres (genres: {genres})",)
+        problem = f"metadata is not valid JSON ({err})"
+        return [Record(movie, image, None, None, source, (problem,), parsed=False)]
+    if not isinstance(meta, dict):
+        problem = f"metadata is not a JSON object (got {type(meta).__name__})"
+        return [Record(movie, image, None, None, source, (problem,), parsed=False)]
+    label, problems = _genres(meta)
     texts = _texts(meta, mode) or [""]  # no plot at all: one record, flagged as an empty text
     if mode is TextMode.OUTLINE:
         return [Record(movie, image, texts[0], label, source, problems)]

@@ -43,6 +43,10 @@ class Record:
         label: the class index, the class indices (multilabel), or None (unlabelled).
         source: where the text and label came from, for messages (``texts/train.csv:12``).
         problems: what is wrong with the sample, found while parsing (empty text, unknown label).
+        parsed: False when the row itself could not be read (a JSONL line that is not a JSON
+            object, a CSV row with the wrong number of columns, a metadata file that is not
+            JSON): its ``problems`` say why, and it is not also reported as lacking an image
+            or a text.
     """
 
     id: str
@@ -51,6 +55,7 @@ class Record:
     label: int | tuple[int, ...] | None
     source: str
     problems: tuple[str, ...] = ()
+    parsed: bool = True
 
 
 class RecordDataset(MultimodalDataset):

@@ -6,18 +6,36 @@ registers them with :func:`open_clip.add_model_config` when this module is impor
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import open_clip
+import open_clip.pretrained
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 
-__all__ = ["CONFIG_DIR", "build_clip", "build_image_transform", "build_tokenizer"]
+from ..errors import UserInputError
+from .errors import PretrainedWeightsError, UnknownPretrainedError
+
+__all__ = [
+    "CONFIG_DIR",
+    "WeightsFileNotFoundError",
+    "build_clip",
+    "build_image_transform",
+    "build_tokenizer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +44,45 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(CONFIG_DIR)
 
 _LOCAL_DIR = "local-dir:"
+
+#: What open_clip logs (a root-logger WARNING) whenever it builds a model without weights.
+_RANDOM_INIT_MESSAGE = "No pretrained weights loaded"
+
+
+class WeightsFileNotFoundError(UserInputError, FileNotFoundError):
+    """The ``pretrained`` weights file does not exist (the message names it and the choices)."""
+
+
+class _DropMessage(logging.Filter):
+    """A logging filter that drops the records whose message contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record unless its message contains :attr:`text`."""
+        return self.text not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init(active: bool = True) -> Iterator[None]:
+    """Drop open_clip's "No pretrained weights loaded" warning, only inside this block.
+
+    open_clip logs it on the root logger whenever ``pretrained`` is None, which for this
+    package is a choice (the tiny test model, a seeded random init), not a problem. With
+    ``active`` False (weights were asked for) the block changes nothing.
+    """
+    if not active:
+        yield
+        return
+    root = logging.getLogger()
+    drop = _DropMessage(_RANDOM_INIT_MESSAGE)
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def _is_torchscript_archive(path: Path) -> bool:
@@ -72,6 +129,97 @@ def _resolve_quick_gelu(model_name: str, pretrained: str | None, quick_gelu: boo
     return False
 
 
+#: Seconds to wait for the weights' host before calling it unreachable.
+REACH_TIMEOUT_S = 5.0
+
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _unreachable(url: str, timeout: float = REACH_TIMEOUT_S) -> OSError | None:
+    """The error of a TCP connection to ``url``'s host, or None when it connects.
+
+    One try with a short timeout: the Hugging Face client retries a failed connection five
+    times with backoff (about 25 s per file, two files per tag; minutes where a firewall drops
+    packets), and only then fails. Behind a proxy (``HTTPS_PROXY``, ``ALL_PROXY``) only the
+    download itself can tell, so this says None.
+    """
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return None
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return None
+    except OSError as err:
+        return err
+
+
+def _hub_cached(hf_hub: str, cache_dir: str | None) -> bool:
+    """Whether the weights open_clip reads for an ``hf_hub`` entry are in the local cache.
+
+    ``hf_hub`` is ``org/repo/`` (the default file) or ``org/repo/file``; open_clip takes a
+    ``.safetensors`` twin of the file first when there is one.
+    """
+    repo_id, filename = os.path.split(hf_hub)
+    filename = filename or HF_WEIGHTS_NAME
+    names = [filename]
+    if filename == HF_WEIGHTS_NAME:
+        names.insert(0, HF_SAFE_WEIGHTS_NAME)
+    elif filename.endswith((".bin", ".pth")):
+        names.insert(0, filename[:-4] + ".safetensors")
+    return any(
+        isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir), str)
+        for name in names
+    )
+
+
+def _check_pretrained(model_name: str, pretrained: str, cache_dir: str | None) -> None:
+    """Make sure open_clip will find the weights of ``pretrained``, or say what to do instead.
+
+    A tag's weights are downloaded here (open_clip then finds them in the cache), so that a
+    failure becomes one :class:`PretrainedWeightsError` naming the fixes, and fails fast:
+    at once under ``HF_HUB_OFFLINE=1``, within :data:`REACH_TIMEOUT_S` without a connection.
+
+    Raises:
+        UnknownPretrainedError: if ``pretrained`` is neither a tag of the model nor a file.
+        PretrainedWeightsError: if the tag's weights are not cached and cannot be downloaded.
+    """
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        if not os.path.isfile(pretrained):
+            tags = open_clip.list_pretrained_tags_by_model(model_name)
+            raise UnknownPretrainedError(model_name, pretrained, tags)
+        return
+    hf_hub = cfg.get("hf_hub")
+    if "file" in cfg or not hf_hub:
+        return  # a local file, or a plain URL that open_clip downloads itself
+    if not hf_constants.HF_HUB_OFFLINE:
+        unreachable = _unreachable(hf_constants.ENDPOINT)
+        if unreachable is not None:
+            if _hub_cached(hf_hub, cache_dir):
+                log.warning(
+                    "%s cannot be reached (%s): open_clip will use the cached %r weights of "
+                    "%r after its retries; set HF_HUB_OFFLINE=1 to skip them",
+                    hf_constants.ENDPOINT,
+                    unreachable,
+                    pretrained,
+                    model_name,
+                )
+                return
+            reason = (
+                f"they are not in the Hugging Face cache and {hf_constants.ENDPOINT} cannot "
+                f"be reached ({unreachable})"
+            )
+            raise PretrainedWeightsError(model_name, pretrained, reason) from unreachable
+    try:
+        open_clip.pretrained.download_pretrained(cfg, cache_dir=cache_dir)
+    except (OSError, RuntimeError) as err:
+        reason = str(err)
+        if hf_constants.HF_HUB_OFFLINE:
+            reason = "they are not in the Hugging Face cache and HF_HUB_OFFLINE is set"
+        raise PretrainedWeightsError(model_name, pretrained, reason) from err
+
+
 def build_clip(
     model_name: str,
     pretrained: str | None = None,
@@ -97,8 +245,13 @@ def build_clip(
         The open_clip ``CLIP`` or ``CustomTextCLIP`` instance, in eval mode.
 
     Raises:
-        FileNotFoundError: if ``pretrained`` looks like a path and does not exist.
+        WeightsFileNotFoundError: if ``pretrained`` looks like a path and does not exist (a
+            ``FileNotFoundError``).
         ValueError: if ``model_name`` is not a known open_clip architecture.
+        UnknownPretrainedError: if ``pretrained`` is neither a tag of the model nor a file (a
+            ``ValueError``).
+        PretrainedWeightsError: if a tag's weights are not cached and cannot be downloaded
+            (offline, no connection; an ``OSError``).
     """
     if pretrained is not None and not model_name.startswith(_LOCAL_DIR):
         path = Path(pretrained).expanduser()
@@ -112,7 +265,7 @@ def build_clip(
                     f"{open_clip.list_pretrained_tags_by_model(model_name)}), "
                     "or null for random weights"
                 )
-                raise FileNotFoundError(msg)
+                raise WeightsFileNotFoundError(msg)
             if _is_torchscript_archive(path):
                 log.warning(
                     "%s is a TorchScript archive (OpenAI's release format): loading it with "
@@ -127,10 +280,13 @@ def build_clip(
             f"(e.g. ViT-B-16, ViT-B-32, cmpt-tiny) or pass 'local-dir:/path/to/folder'"
         )
         raise ValueError(msg)
+    if pretrained is not None and not model_name.startswith(_LOCAL_DIR):
+        _check_pretrained(model_name, pretrained, cache_dir)
     force_quick_gelu = _resolve_quick_gelu(model_name, pretrained, quick_gelu)
+    random_init = pretrained is None and not model_name.startswith(_LOCAL_DIR)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_random_init(random_init):
             # we resolved the QuickGELU question above; open_clip's own warning would mislead
             warnings.filterwarnings("ignore", message=".*QuickGELU mismatch.*")
             model = open_clip.create_model(
@@ -140,6 +296,8 @@ def build_clip(
                 cache_dir=cache_dir,
                 device="cpu",
             )
+    if random_init:
+        log.debug("%s: random weights (pretrained is None), init_seed %d", model_name, init_seed)
     return model.eval()
 
 

@@ -21,9 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
 from ..cli import run_fit
 
-__all__ = ["CellState", "read_marker", "run_cell", "write_marker"]
+__all__ = ["CellState", "omp_threads", "read_marker", "run_cell", "usable_cpus", "write_marker"]
 
 DONE = "DONE"
 FAILED = "FAILED"
@@ -75,6 +78,20 @@ class CellState:
         )
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which containers and SLURM restrict)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def omp_threads() -> int | None:
+    """``OMP_NUM_THREADS`` when it is set to a positive number, else None."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -112,6 +129,8 @@ def _fit(config: Path) -> None:
     checkpoint = resume_point(config.parent)
     try:
         run_fit(config, checkpoint)
+    except SIGTERMException:  # SLURM ends the job (requeue, scancel): not a failure of the cell
+        raise
     except SystemExit as exit_:  # the config did not parse (the parser printed why)
         if exit_.code not in (0, None):
             msg = f"cmpt fit --config {config} exited with status {exit_.code}"
@@ -119,12 +138,15 @@ def _fit(config: Path) -> None:
 
 
 class CellJob:
-    """The callable each SLURM array task runs: :func:`run_cell`, requeued when interrupted.
+    """The callable each job runs: :func:`run_cell`, requeued when interrupted.
 
-    submitit requeues a preempted job by itself; on a time-out it asks the callable's
-    ``checkpoint`` method for what to resubmit. Both resubmit the same cell, which resumes from
-    its newest checkpoint (:func:`resume_point`), so neither loses more than the steps since
-    that checkpoint.
+    On SLURM, Lightning requeues: the job script asks for its requeue signal before the time
+    limit and on preemption (:data:`~cmpt_lightning.sweep.plan.REQUEUE_SIGNAL`), on which the
+    trainer saves ``hpc_ckpt_<n>.ckpt`` and runs ``scontrol requeue``; the requeued job runs this
+    same callable, which resumes from that checkpoint (:func:`resume_point`). The SIGTERM that
+    ends the old job is no failure: no ``FAILED`` marker. submitit's handler, on a signal SLURM
+    does not send, only acts when a job is interrupted by hand (``job._interrupt()``, local
+    time-outs): it asks :meth:`checkpoint` what to resubmit, the same cell, which resumes too.
     """
 
     def __call__(self, cell_dir: str, env: dict[str, str | None] | None = None) -> str:
@@ -147,7 +169,8 @@ def run_cell(cell_dir: str, env: dict[str, str | None] | None = None) -> str:
     Args:
         cell_dir: the cell's directory (holds ``config.yaml``).
         env: environment variables to set first (None: unset), e.g. the launcher's
-            ``CUDA_VISIBLE_DEVICES``, which submitit's local executor overwrites.
+            ``CUDA_VISIBLE_DEVICES``, which submitit's local executor overwrites, and
+            ``OMP_NUM_THREADS``, which also sets torch's threads (a local sweep's share of CPUs).
 
     Returns:
         The path of the cell's ``sweep.csv`` ("" on ranks other than 0).
@@ -157,6 +180,9 @@ def run_cell(cell_dir: str, env: dict[str, str | None] | None = None) -> str:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+    threads = (env or {}).get("OMP_NUM_THREADS")
+    if threads:  # torch was imported (and read the variable) before it was set here
+        torch.set_num_threads(int(threads))
     directory = Path(cell_dir)
     info = _job_info()
     rank = int(info.get("rank", 0))

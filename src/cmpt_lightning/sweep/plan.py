@@ -10,6 +10,7 @@ import json
 import math
 import re
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,9 +20,10 @@ from typing import Any
 from ..choices import Choice
 from ..evaluation import DEFAULT_RATES, TestGrid
 from .grid import Cell, ConfigResolver, Grid, expand_grid, key_aliases, load_grid
-from .job import CellState
+from .job import CellState, omp_threads, usable_cpus
 
 __all__ = [
+    "REQUEUE_SIGNAL",
     "ExecutorKind",
     "PlannedCell",
     "SlurmSettings",
@@ -34,6 +36,14 @@ __all__ = [
     "require_submitit",
     "slurm_parameters",
 ]
+
+#: The signal a cell's sbatch asks for ``signal_delay_s`` before its time limit (``--signal``):
+#: the one Lightning's ``SLURMEnvironment`` listens to (its ``requeue_signal`` default). On it,
+#: Lightning saves ``hpc_ckpt_<n>.ckpt`` in the cell's directory and requeues the job (``scontrol
+#: requeue``); the requeued job runs the same cell, which resumes from it. submitit's own handler
+#: stays on its signal (``SUBMITIT_PREEMPT_SIGNAL``, USR2), which SLURM is not asked to send, so
+#: exactly one mechanism requeues a cell.
+REQUEUE_SIGNAL = signal.SIGUSR1
 
 
 class ExecutorKind(Choice):
@@ -58,7 +68,11 @@ class SlurmSettings:
         cpus_per_task: ``--cpus-per-task`` (data loader workers + 1 is a good start).
         mem: ``--mem`` per node, e.g. ``64G``.
         array_parallelism: how many cells run at once (``--array=0-N%P``); None: all.
-        job_name: ``--job-name``.
+        signal_delay_s: seconds before the time limit at which SLURM sends :data:`REQUEUE_SIGNAL`
+            (``--signal=USR1@S``): Lightning saves a checkpoint and requeues the cell, which
+            resumes from it. Leave time to write a checkpoint.
+        job_name: ``--job-name`` (not ``bash`` or ``interactive``: Lightning would not treat the
+            job as a SLURM job, and would neither save nor requeue on the signal).
         setup: shell lines run before the job (``module load ...``, ``source venv/bin/activate``).
         extra: any other sbatch option, e.g. ``{"constraint": "a100", "mail-type": "END"}``.
     """
@@ -71,6 +85,7 @@ class SlurmSettings:
     cpus_per_task: int | None = None
     mem: str | None = None
     array_parallelism: int | None = None
+    signal_delay_s: int = 90
     job_name: str = "cmpt-sweep"
     setup: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -88,8 +103,13 @@ class SweepSettings:
         test_rates: test-time missing rates of each cell's one-pass test grid.
         test_types: test-time missing types of the test grid.
         time: time limit per cell: minutes or ``[D-]HH:MM:SS`` (SLURM ``--time``, local timeout).
-        parallelism: local executor: cells run at once (None: all); SLURM: see
-            ``slurm.array_parallelism``.
+        parallelism: local executor: cells run at once. None: as many as the usable CPUs allow,
+            ``usable CPUs // threads`` (at least 1) with ``threads`` the ``OMP_NUM_THREADS`` of
+            the launcher's environment, else 2; each cell's torch then uses
+            ``usable CPUs // cells`` threads (``OMP_NUM_THREADS`` when set), so the cells'
+            processes do not oversubscribe the cores (data loader workers come on top). A new
+            cell starts as soon as one finishes. With GPUs, set it to what fits their memory.
+            ``debug`` runs one cell at a time; SLURM: see ``slurm.array_parallelism``.
         dry_run: print the cells and the submission (for SLURM, the sbatch script) and stop.
         wait: wait for the jobs and report failures; None: wait except with SLURM.
         slurm: SLURM resources.
@@ -129,6 +149,25 @@ class SweepSettings:
         if self.kind == ExecutorKind.DEBUG:
             return True
         return self.wait if self.wait is not None else self.kind != ExecutorKind.SLURM
+
+    @property
+    def cells_at_once(self) -> int | None:
+        """Cells run at once: local, see :attr:`parallelism`; debug 1; SLURM None (the array's)."""
+        if self.kind == ExecutorKind.DEBUG:
+            return 1
+        if self.kind == ExecutorKind.SLURM:
+            return None
+        if self.parallelism is not None:
+            return self.parallelism
+        return max(1, usable_cpus() // (omp_threads() or 2))
+
+    @property
+    def threads_per_cell(self) -> int | None:
+        """Torch threads of each local cell (None: the executor's default, debug and SLURM)."""
+        cells = self.cells_at_once
+        if self.kind != ExecutorKind.LOCAL or cells is None:
+            return None
+        return omp_threads() or max(1, usable_cpus() // cells)
 
 
 def parse_minutes(value: int | str) -> int:
@@ -240,6 +279,7 @@ def slurm_parameters(settings: SweepSettings, cell: PlannedCell) -> dict[str, An
     gpus = slurm.gpus_per_node
     if gpus is None and cell.accelerator != "cpu":
         gpus = tasks
+    requeue = {"signal": _requeue_signal(settings.slurm), "requeue": True}
     params: dict[str, Any] = {
         "job_name": slurm.job_name,
         "time": parse_minutes(settings.time),
@@ -252,11 +292,30 @@ def slurm_parameters(settings: SweepSettings, cell: PlannedCell) -> dict[str, An
         "cpus_per_task": slurm.cpus_per_task,
         "mem": slurm.mem,
         "setup": list(slurm.setup) or None,
-        "additional_parameters": dict(slurm.extra) or None,
+        "additional_parameters": {**requeue, **slurm.extra},
     }
     if slurm.array_parallelism is not None:
         params["array_parallelism"] = slurm.array_parallelism
     return {k: v for k, v in params.items() if v is not None}
+
+
+def _requeue_signal(slurm: SlurmSettings) -> str:
+    """``--signal``: :data:`REQUEUE_SIGNAL` ``signal_delay_s`` before the end (see its comment)."""
+    name = REQUEUE_SIGNAL.name.removeprefix("SIG")
+    problems = {
+        "--slurm.extra sets 'signal'": "signal" in slurm.extra,
+        f"--slurm.job_name is {slurm.job_name!r}": slurm.job_name in ("bash", "interactive"),
+        f"SUBMITIT_PREEMPT_SIGNAL is {name}": require_submitit().JobEnvironment.USR_SIG == name,
+        f"--slurm.signal_delay_s is {slurm.signal_delay_s}": slurm.signal_delay_s < 1,
+    }
+    for problem in (p for p, bad in problems.items() if bad):
+        msg = (
+            f"{problem}, but a cell must get SIG{name} (Lightning's requeue signal: it saves a "
+            "checkpoint and requeues) --slurm.signal_delay_s (> 0) seconds before its end, and "
+            "from no other handler; rename the job, drop the option or unset the variable"
+        )
+        raise ValueError(msg)
+    return f"{name}@{slurm.signal_delay_s}"
 
 
 def executor_groups(
@@ -324,8 +383,10 @@ def print_plan(settings: SweepSettings, grid: Grid, planned: Sequence[PlannedCel
             )
             print(f"--- sbatch of the job array for {len(cells)} cell(s) ---\n{sbatch}")
         else:
-            at_once = settings.parallelism or len(cells)
+            at_once = min(settings.cells_at_once or len(cells), len(cells))
+            threads = settings.threads_per_cell
             print(
-                f"{settings.kind.value} executor: {len(cells)} cell(s), parameters "
-                f"{params}, {min(at_once, len(cells))} at a time"
+                f"{settings.kind.value} executor: {len(cells)} cell(s), parameters {params}, "
+                f"{at_once} at a time"
+                + (f", {threads} torch thread(s) each (of {usable_cpus()} CPUs)" if threads else "")
             )

@@ -1,4 +1,9 @@
-"""The figures of ``cmpt sweep collect`` and ``cmpt study`` (drawn when matplotlib is installed)."""
+"""The figures of ``cmpt sweep collect`` and ``cmpt study`` (drawn when matplotlib is installed).
+
+Every figure uses matplotlib's constrained layout, which fits the titles, tick labels, axis
+labels and colorbar inside the figure at any grid size. ``_heatmap_figure`` and
+``_curves_figure`` build a figure without saving it (the tests measure its text).
+"""
 
 from __future__ import annotations
 
@@ -62,15 +67,8 @@ def _seeds_note(result: SweepResults) -> str:
     return f"mean over {counts} seed{'s' if seeds != [1] else ''}"
 
 
-def plot_heatmap(result: SweepResults, path: Path, train_label: str = "train cell") -> bool:
-    """Heatmap of the main metric: train cell (rows) x test missing rate, one panel per type.
-
-    Returns:
-        False when matplotlib is not installed (nothing written).
-    """
-    plt = _pyplot()
-    if plt is None:
-        return False
+def _heatmap_figure(plt: Any, result: SweepResults, train_label: str) -> Any:
+    """The figure of :func:`plot_heatmap` (not saved, not closed)."""
     metric, (types, rates, labels, cells) = result.main_metric, _layout(result)
     grids = []
     for missing_type in types:
@@ -88,9 +86,10 @@ def plot_heatmap(result: SweepResults, path: Path, train_label: str = "train cel
     fig, axes = plt.subplots(
         1,
         len(types),
-        figsize=(width * len(types), 0.45 * len(labels) + 2.2),
+        figsize=(width * len(types) + 1.0, 0.45 * len(labels) + 2.4),
         dpi=120,
         squeeze=False,
+        layout="constrained",
     )
     image = None
     for ax, missing_type, grid in zip(axes[0], types, grids, strict=True):
@@ -110,26 +109,41 @@ def plot_heatmap(result: SweepResults, path: Path, train_label: str = "train cel
     axes[0][0].set_ylabel(train_label)
     fig.colorbar(image, ax=axes[0].tolist(), label=metric, shrink=0.9)
     fig.suptitle(f"{metric}, {_seeds_note(result)}")
+    return fig
+
+
+def plot_heatmap(result: SweepResults, path: Path, train_label: str = "train cell") -> bool:
+    """Heatmap of the main metric: train cell (rows) x test missing rate, one panel per type.
+
+    Returns:
+        False when matplotlib is not installed (nothing written).
+    """
+    return _save(_heatmap_figure, result, path, train_label)
+
+
+def _save(figure: Any, result: SweepResults, path: Path, train_label: str) -> bool:
+    """Build a figure with ``figure(plt, result, train_label)``, write it to ``path``, close it."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    fig = figure(plt, result, train_label)
     fig.savefig(path)
     plt.close(fig)
     return True
 
 
-def plot_curves(result: SweepResults, path: Path, train_label: str = "train cell") -> bool:
-    """The main metric against the test missing rate, one panel per missing type.
-
-    One line per train cell (mean over seeds), shaded mean ± std where there are several seeds.
-
-    Returns:
-        False when matplotlib is not installed (nothing written).
-    """
-    plt = _pyplot()
-    if plt is None:
-        return False
+def _curves_figure(plt: Any, result: SweepResults, train_label: str) -> Any:
+    """The figure of :func:`plot_curves` (not saved, not closed)."""
     metric = result.main_metric
     types, rates, labels, cells = _layout(result)
     fig, axes = plt.subplots(
-        1, len(types), figsize=(4.2 * len(types), 3.6), dpi=120, squeeze=False, sharey=True
+        1,
+        len(types),
+        figsize=(4.2 * len(types), 3.8),
+        dpi=120,
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
     )
     for ax, missing_type in zip(axes[0], types, strict=True):
         for label in labels:
@@ -145,10 +159,18 @@ def plot_curves(result: SweepResults, path: Path, train_label: str = "train cell
     axes[0][0].set_ylabel(metric)
     axes[0][-1].legend(title=train_label, fontsize=8)
     fig.suptitle(f"{metric} against the test missing rate ({_seeds_note(result)}, ± std shaded)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
+    return fig
+
+
+def plot_curves(result: SweepResults, path: Path, train_label: str = "train cell") -> bool:
+    """The main metric against the test missing rate, one panel per missing type.
+
+    One line per train cell (mean over seeds), shaded mean ± std where there are several seeds.
+
+    Returns:
+        False when matplotlib is not installed (nothing written).
+    """
+    return _save(_curves_figure, result, path, train_label)
 
 
 def plot_study(rows: list[dict[str, Any]], path: Path) -> bool:
