@@ -165,3 +165,21 @@ def test_demo_learns_well_above_chance(tmp_path):
     chance = 1 / 6
     assert metrics["test/acc"] > 2.5 * chance
     assert metrics["test/acc_complete"] > metrics["test/acc_image_only"] > 2 * chance
+
+
+def test_a_run_prints_none_of_the_known_harmless_notices(tmp_path):
+    """No tensorboardX, litlogger, LeafSpec or deprecation notice, no random-weights log."""
+    args = ["fit", "--config", DEMO, *SMALL, "--trainer.max_epochs", "1"]
+    args += ["--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
+    result = subprocess.run(
+        [sys.executable, "-m", "cmpt_lightning", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    for notice in ("tensorboardX", "litlogger", "LeafSpec", "No pretrained weights", "deprecated"):
+        assert notice not in text, notice

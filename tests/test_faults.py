@@ -130,3 +130,62 @@ def test_a_killed_sweep_cell_retried_ends_like_an_uninterrupted_one(tmp_path, mo
         done = json.loads((cell / "DONE").read_text())
         results[name] = (cell / done["sweep_csv"]).read_text()
     assert results["killed"] == results["uninterrupted"]
+
+
+def _csv_run(tmp_path, edit) -> tuple[int, str]:
+    """`cmpt fit` on a copy of the fake CSV data, after ``edit(root)`` breaks it."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(ROOT / "tests" / "data" / "csv", root)
+    edit(root)
+    config = {
+        "model": {"class_path": "cmpt_lightning.CMPTModule", "init_args": {"clip": "cmpt-tiny"}},
+        "data": {
+            "class_path": "cmpt_lightning.MultimodalCSVDataModule",
+            "init_args": {"root": str(root), "data_file": "data.csv", "batch_size": 4},
+        },
+        "trainer": {"max_epochs": 1, "accelerator": "cpu", "default_root_dir": str(tmp_path)},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return cmpt(["fit", "--config", str(path)]), str(root / "data.csv")
+
+
+def _edit_lines(root, change) -> None:
+    lines = (root / "data.csv").read_text().splitlines()
+    (root / "data.csv").write_text("\n".join(change(lines)) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("case", "edit", "expected"),
+    [
+        (
+            "missing label column",
+            lambda root: _edit_lines(
+                root, lambda ls: [",".join(x.split(",")[:3] + x.split(",")[4:]) for x in ls]
+            ),
+            "no label column 'label'",
+        ),
+        (
+            "NaN label",
+            lambda root: _edit_lines(
+                root, lambda ls: [ls[0], ls[1].replace(",bird,", ",nan,"), *ls[2:]]
+            ),
+            "data.csv:2",
+        ),
+        (
+            "unreadable image",
+            lambda root: (root / "images" / "000.jpg").write_bytes(b"not an image"),
+            "000.jpg: unreadable image",
+        ),
+    ],
+)
+def test_a_data_problem_is_one_short_message_naming_the_file(
+    case, edit, expected, tmp_path, capsys
+):
+    code, _ = _csv_run(tmp_path, edit)
+    err = capsys.readouterr().err
+    assert code == 2, case
+    assert "Traceback" not in err and len(err.strip().splitlines()) < 15, err
+    assert expected in err, err

@@ -13,9 +13,9 @@ LAYERS = [
     ("missing", "evaluation", "losses", "metrics", "schedules"),
     ("datasets",),
     ("datamodules",),
-    ("module",),
+    ("module", "checkpoint_state"),
     ("callbacks", "checkpoints", "checkpoint_io"),
-    ("cli", "cli_errors"),
+    ("cli", "cli_errors", "cli_legacy"),
     ("sweep", "study", "datacheck"),
     ("main", "__main__", "__init__"),
 ]

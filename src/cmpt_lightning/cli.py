@@ -12,10 +12,12 @@ puts them together).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,10 @@ from .callbacks import PredictionWriter
 from .checkpoint_io import with_atomic_io
 from .checkpoints import CMPTCheckpoint
 from .cli_errors import CMPTArgumentParser, condense, debug_enabled, print_user_error
+from .cli_legacy import rename_flags
 from .datamodules.base import CMPTDataModule
+from .datamodules.registry import FAMILIES
+from .datamodules.synthetic import SyntheticDataModule
 from .errors import UserInputError
 from .module import CMPTModule
 from .tasks import Task
@@ -40,6 +45,8 @@ __all__ = [
     "Command",
     "cli_settings",
     "fit_parser",
+    "quiet_known_noise",
+    "rename_flags",
     "run_fit",
     "trainer_defaults",
     "user_error",
@@ -237,6 +244,45 @@ class CMPTCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
 
 
+#: Harmless notices of the libraries under ``cmpt``, silenced while a ``cmpt`` command runs
+#: (:func:`quiet_known_noise`): Lightning's tensorboardX notice (the CSV logger it falls back to
+#: is what the package uses), jsonargparse deprecations triggered by Lightning's own CLI code,
+#: and torch's ``LeafSpec`` deprecation triggered by Lightning 2.6's own ``_pytree`` helper.
+_KNOWN_WARNINGS = (
+    r"Starting from v1\.9\.0, `tensorboardX` has been removed",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"[\s\S]*was deprecated in v4\.\d+\.0 and will be removed in v5\.0\.0",
+)
+#: Log records silenced the same way: Lightning's litlogger advertisement.
+_KNOWN_LOGS = ("💡 Tip: For seamless cloud logging",)
+
+
+class _DropKnown(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(_KNOWN_LOGS)
+
+
+@contextlib.contextmanager
+def quiet_known_noise() -> Iterator[None]:
+    """Silence the known-harmless notices of Lightning and jsonargparse, only inside the block.
+
+    The filters are scoped to a ``cmpt`` command (the entry point), not set globally, so a
+    user's own code that imports the package still sees every warning.
+    """
+    target = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    drop = _DropKnown()
+    target.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            for pattern in _KNOWN_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            # jsonargparse's deprecations of what Lightning's CLI calls (not ours to change)
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="lightning")
+            yield
+    finally:
+        target.removeFilter(drop)
+
+
 def trainer_defaults() -> dict[str, Any]:
     """Callbacks every run gets unless the config replaces ``trainer.callbacks``."""
     return {
@@ -260,6 +306,11 @@ def _init_defaults(class_path: Any) -> dict[str, Any]:
         return {}
     defaults = parser.get_defaults().get("model")
     return dict(vars(defaults)) if isinstance(defaults, Namespace) else {}
+
+
+#: The data modules ``--data`` accepts by their short names (``--data Food101DataModule``):
+#: jsonargparse lists the subclasses that are imported.
+DATA_MODULES = (SyntheticDataModule, *FAMILIES.values())
 
 
 def cli_settings() -> dict[str, Any]:
@@ -288,12 +339,13 @@ def run_fit(config: str | Path, ckpt_path: str | Path | None = None) -> None:
     args = ["fit", "--config", str(config)]
     if ckpt_path is not None:
         args += ["--ckpt_path", str(ckpt_path)]
-    CMPTCLI(
-        **cli_settings(),
-        trainer_defaults=trainer_defaults(),
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+    with quiet_known_noise():
+        CMPTCLI(
+            **cli_settings(),
+            trainer_defaults=trainer_defaults(),
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
 
 
 class _ParserReady(Exception):
@@ -327,46 +379,3 @@ def fit_parser() -> LightningArgumentParser:
         return parser
     msg = "LightningCLI did not call parse_arguments; cmpt's parser hook needs updating"
     raise RuntimeError(msg)
-
-
-def rename_flags(
-    tokens: Sequence[str], renames: Mapping[str, str], *, lists: Sequence[str] = ()
-) -> list[str]:
-    """Rewrite old flag spellings (``--dry-run`` -> ``--dry_run``), warning once per flag.
-
-    Args:
-        tokens: the command's arguments.
-        renames: old flag -> current flag (``--x=value`` forms are handled too).
-        lists: current flags of list options that used to take several values (``--seeds 0 1``):
-            their values are joined into one YAML list (``--seeds [0, 1]``).
-
-    Returns:
-        The rewritten tokens.
-    """
-    out: list[str] = []
-    changed: dict[str, str] = {}
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        name, eq, value = token.partition("=")
-        if name in renames:
-            changed[name] = renames[name]
-            name = renames[name]
-            token = f"{name}{eq}{value}"
-        if name in lists and not eq:
-            values = []
-            while i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
-                values.append(tokens[i + 1])
-                i += 1
-            if len(values) == 1 and values[0].lstrip().startswith("["):
-                out += [token, values[0]]
-            else:
-                if len(values) != 1:
-                    changed.setdefault(f"{name} with several values", f"{name} '[a, b]'")
-                out += [token, "[" + ", ".join(values) + "]"]
-        else:
-            out.append(token)
-        i += 1
-    for old, new in changed.items():  # FutureWarning: shown to the user by default
-        warnings.warn(f"{old} is deprecated and removed in 0.3; write {new}", FutureWarning, 2)
-    return out

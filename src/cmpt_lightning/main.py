@@ -12,7 +12,7 @@ import sys
 
 from lightning.pytorch.cli import ArgsType
 
-from .cli import CMPTCLI, Command, cli_settings, trainer_defaults
+from .cli import CMPTCLI, Command, cli_settings, quiet_known_noise, trainer_defaults
 from .cli_errors import debug_enabled, print_user_error
 from .datacheck import data_command
 from .errors import UserInputError
@@ -36,13 +36,14 @@ def main(args: ArgsType = None) -> None:
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        cli = CMPTCLI(
-            **cli_settings(),
-            trainer_defaults=trainer_defaults(),
-            save_config_kwargs={"overwrite": True},
-            commands=commands(),
-            args=args,
-        )
+        with quiet_known_noise():
+            cli = CMPTCLI(
+                **cli_settings(),
+                trainer_defaults=trainer_defaults(),
+                save_config_kwargs={"overwrite": True},
+                commands=commands(),
+                args=args,
+            )
     except UserInputError as err:  # a dataset, a file or a value the user can fix
         if debug_enabled():
             raise

@@ -55,11 +55,11 @@ def test_options_are_the_constructor_arguments():
     """A data check's options: every family's and FileDataModule's, none of the shared ones."""
     shared = set(inspect.signature(CMPTDataModule.__init__).parameters)
     base = set(inspect.signature(FileDataModule.__init__).parameters) - {"self", "kwargs"}
-    assert base == {"root", "image_check", "check_threads", "on_bad_sample"}
+    assert base == {"root", "image_check", "check_threads", "on_bad_sample", "allow_outside_root"}
     for cls in FAMILIES.values():
         own = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
         assert "root" in own and not own & (shared - {"self", "kwargs"})
-        assert not own & {"image_check", "check_threads", "on_bad_sample"}  # stated once
+        assert not own & {"image_check", "check_threads", "on_bad_sample", "allow_outside_root"}
 
 
 def test_food101_splits_class_count_and_unused_images(tmp_path):

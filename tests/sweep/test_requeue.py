@@ -13,6 +13,7 @@ import submitit
 import torch
 import yaml
 from lightning.pytorch.trainer.connectors import signal_connector
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cmpt_lightning.sweep.job import CellJob
 from cmpt_lightning.sweep.launch import launch_sweep
@@ -121,17 +122,24 @@ def test_submitits_handler_on_the_same_signal_is_refused(tmp_path, capsys, monke
     assert code == 2 and "SUBMITIT_PREEMPT_SIGNAL is USR1" in err
 
 
-def test_the_sigterm_that_ends_a_requeued_job_is_no_failure(tmp_path, monkeypatch):
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
+@pytest.mark.parametrize(
+    "exit_",
+    [
+        SIGTERMException(),  # what the trainer raises once SLURM stops the old job
+        SystemExit(submitit.local.local.LOCAL_REQUEUE_RETURN_CODE),  # a local job requeued
+    ],
+    ids=["sigterm", "local-requeue"],
+)
+def test_the_exit_that_ends_a_requeued_job_is_no_failure(tmp_path, monkeypatch, exit_):
     from cmpt_lightning.sweep import job as job_module
 
     def fit(config, checkpoint):
-        raise SIGTERMException  # what the trainer raises once SLURM stops the old job
+        raise exit_
 
     monkeypatch.setattr(job_module, "run_fit", fit)
-    with pytest.raises(SIGTERMException):
+    with pytest.raises(SystemExit) as raised:
         job_module.run_cell(str(tmp_path))
+    assert raised.value is exit_  # the process exits with it: submitit/SLURM take it from there
     assert not (tmp_path / "FAILED").exists() and not (tmp_path / "DONE").exists()
 
 

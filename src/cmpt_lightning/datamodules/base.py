@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.utils.data import DataLoader
 
 from ..datasets.base import MultimodalDataset, Sample
+from ..datasets.errors import DataValueError
 from ..datasets.records import RecordDataset
 from ..missing import MissingConfig, MissingPlan, availability_counts, combine_availability
 from ..models.clip import build_image_transform, build_tokenizer
@@ -101,7 +102,7 @@ class CMPTDataModule(LightningDataModule):
         for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
             message = f"{name} must be >= {least}, got {value!r}"
             if value is not None and value < least:
-                raise ValueError(message)
+                raise DataValueError(message)
         if num_workers is not None and num_workers > usable_cpus():
             _log_once(
                 logging.INFO,
@@ -178,7 +179,7 @@ class CMPTDataModule(LightningDataModule):
             unknown = [s for s in self.extra_fit_splits if s not in _SPLITS]
             if unknown:
                 msg = f"extra_fit_splits must name splits of {_SPLITS}, got {unknown}"
-                raise ValueError(msg)
+                raise DataValueError(msg)
             wanted = tuple(dict.fromkeys((*wanted, *self.extra_fit_splits)))
         for split in wanted:
             if split not in self.datasets:

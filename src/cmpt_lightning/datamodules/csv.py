@@ -16,6 +16,7 @@ from ..datasets.csv import (
     table_labels,
     table_splits,
 )
+from ..datasets.errors import DataValueError
 from ..datasets.labels import infer_classes
 from ..datasets.records import Record
 from ..tasks import Task
@@ -94,13 +95,13 @@ class MultimodalCSVDataModule(FileDataModule):
         super().__init__(root, **kwargs)
         if data_file is not None and train_file is not None:
             msg = f"give data_file or train_file, not both (got {data_file!r} and {train_file!r})"
-            raise ValueError(msg)
+            raise DataValueError(msg)
         if data_file is None and train_file is None and predict_file is None:
             msg = (
                 "no data: give data_file (with a split column), or train_file (and val_file, "
                 "test_file), or predict_file"
             )
-            raise ValueError(msg)
+            raise DataValueError(msg)
         self.files = {"data": data_file, "train": train_file, "val": val_file, "test": test_file}
         self.predict_file = predict_file
         self.task = Task.parse(task, "task")
@@ -122,7 +123,7 @@ class MultimodalCSVDataModule(FileDataModule):
                     "no training data to infer the classes from: pass classes (the class "
                     "names the model was trained with, in order)"
                 )
-                raise ValueError(msg)
+                raise DataValueError(msg)
             self._classes = self._infer_classes(source)
         return self._classes
 
@@ -173,7 +174,7 @@ class MultimodalCSVDataModule(FileDataModule):
         train = self.source("train")
         if train is None:
             msg = "no training rows: give train_file, or data_file with train rows"
-            raise ValueError(msg)
+            raise DataValueError(msg)
         pool = self._read(train, split)
         multilabel = self.task is Task.MULTILABEL
         groups = [0 if multilabel or r.label is None else r.label for r in pool.records]
@@ -194,7 +195,7 @@ class MultimodalCSVDataModule(FileDataModule):
                 f"the data has no {split} split: give {split}_file, or {split} rows in "
                 f"the split column {self.columns.split!r} of data_file"
             )
-            raise ValueError(msg)
+            raise DataValueError(msg)
         return self._read(source, split)
 
     def _predict_dataset(self) -> PredictTable:
@@ -204,7 +205,7 @@ class MultimodalCSVDataModule(FileDataModule):
             source = self.source("test")
         if source is None:
             msg = "nothing to predict: give predict_file (labels not needed), or a test split"
-            raise ValueError(msg)
+            raise DataValueError(msg)
         return read_predict(self, PredictInput(source[0], self.columns, source[1]))
 
     # --- cmpt data check ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ..datasets.checks import BadSample, CheckReport, ImageCheck, OnBadSample, find_bad_samples
 from ..datasets.checks import screen as screen_dataset
+from ..datasets.errors import DataValueError
 from ..datasets.records import Record, RecordDataset, stratified_split
 from .base import CMPTDataModule
 
@@ -30,7 +31,7 @@ def check_val_fraction(value: float) -> float:
     """``value`` if it is a share in [0, 1) for the validation carve, else a ValueError."""
     if not 0.0 <= value < 1.0:
         msg = f"val_fraction must be in [0, 1), got {value!r}"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     return value
 
 
@@ -185,6 +186,6 @@ class FileDataModule(CMPTDataModule):
         """
         if split == "val" and fraction == 0.0:
             msg = f"val_fraction is 0, so there is no validation split; {fix}"
-            raise ValueError(msg)
+            raise DataValueError(msg)
         kept, held = stratified_split(pool.ids, groups, fraction, seed)
         return pool.select(kept if split == "train" else held)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..datasets.checks import CheckReport
+from ..datasets.errors import DataValueError
 from ..datasets.food101 import (
     OFFICIAL_CLASSES,
     OFFICIAL_SIZES,
@@ -96,7 +97,7 @@ class Food101DataModule(FileDataModule):
         table = read_split_file(split_file)
         if split not in table:
             msg = f"split_file {split_file!r} has no {split!r} list (it has {sorted(table)})"
-            raise ValueError(msg)
+            raise DataValueError(msg)
         if self._pool is None:
             self._pool = self._read("all")
         where: dict[str, list[int]] = {}
@@ -108,14 +109,14 @@ class Food101DataModule(FileDataModule):
                 f"split_file {split_file!r}: {len(unknown)} {split} name(s) are not in the "
                 f"data (first: {unknown[:5]})"
             )
-            raise ValueError(msg)
+            raise DataValueError(msg)
         ambiguous = [key for key in table[split] if len(where[key]) > 1]
         if ambiguous:
             msg = (
                 f"split_file {split_file!r}: {len(ambiguous)} {split} name(s) are in both "
                 f"train and test (first: {ambiguous[:5]})"
             )
-            raise ValueError(msg)
+            raise DataValueError(msg)
         return self._pool.select([where[key][0] for key in table[split]])
 
     def _carve(self, split: str) -> Food101Dataset:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..datasets.checks import CheckReport
 from ..datasets.csv import Columns, resolve_path
-from ..datasets.errors import DatasetNotFoundError
+from ..datasets.errors import DatasetNotFoundError, DataValueError
 from ..datasets.hateful_memes import (
     CLASSES,
     OFFICIAL_SIZES,
@@ -76,7 +76,7 @@ class HatefulMemesDataModule(FileDataModule):
         for name, value in (("val_split", self.val_split), ("test_split", self.test_split)):
             if value is MemeSplit.TRAIN:
                 msg = f"{name} cannot be the training split; got {value.value!r}"
-                raise ValueError(msg)
+                raise DataValueError(msg)
         if self.val_split is self.test_split:
             log.warning(
                 "val_split and test_split are both %s: checkpoints are selected on the test split",

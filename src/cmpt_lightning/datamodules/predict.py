@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..datasets.checks import CheckReport, find_bad_samples
 from ..datasets.csv import Columns, read_records, resolve_path
+from ..datasets.errors import DataValueError
 from ..datasets.records import Record, RecordDataset
 from ..datasets.tables import read_table
 from ..tasks import Task
@@ -116,7 +117,7 @@ def read_predict(dm: FileDataModule, source: PredictInput) -> PredictTable:
     kept = [r for i, r in enumerate(records) if i not in dropped]
     if not kept:
         msg = f"nothing to predict: no row of {str(source.file)!r} has an image or a text"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     multilabel = dm.task is Task.MULTILABEL
     transform, tokenizer, size = dm.image_transform(), dm.tokenizer(), dm.image_size()
     return PredictTable(kept, dm.num_classes, multilabel, transform, tokenizer, size)

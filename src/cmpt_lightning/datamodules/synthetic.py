@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..datasets.errors import DataValueError
 from ..datasets.synthetic import MAX_CLASSES, SyntheticDataset
 from .base import CMPTDataModule
 
@@ -46,7 +47,7 @@ class SyntheticDataModule(CMPTDataModule):
         super().__init__(num_workers=num_workers, **kwargs)
         if not 2 <= num_classes <= MAX_CLASSES:
             msg = f"num_classes must be in [2, {MAX_CLASSES}], got {num_classes!r}"
-            raise ValueError(msg)
+            raise DataValueError(msg)
         for name, value in (
             ("train_size", train_size),
             ("val_size", val_size),
@@ -54,11 +55,11 @@ class SyntheticDataModule(CMPTDataModule):
         ):
             if value < 1:
                 msg = f"{name} must be >= 1, got {value!r}"
-                raise ValueError(msg)
+                raise DataValueError(msg)
         for name, noise in (("image_noise", image_noise), ("text_noise", text_noise)):
             if not 0.0 <= noise <= 1.0:
                 msg = f"{name} must be in [0, 1], got {noise!r}"
-                raise ValueError(msg)
+                raise DataValueError(msg)
         self._num_classes = num_classes
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "predict": test_size}
         self.seed = seed

@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .errors import DataValueError
+
 __all__ = ["MultimodalDataset", "Sample", "TokenCache", "cap_text", "context_length"]
 
 #: One sample: ``image`` [3, H, W] float, ``text`` [L] int64 token ids, ``label`` (int64 scalar
@@ -97,7 +99,7 @@ class TokenCache:
     ) -> None:
         if batch_size < 1:
             msg = f"batch_size must be >= 1, got {batch_size!r}"
-            raise ValueError(msg)
+            raise DataValueError(msg)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.context = context_length(tokenizer)

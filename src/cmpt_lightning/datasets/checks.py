@@ -217,7 +217,8 @@ def find_bad_samples(
             bad += _missing_modalities(index, record, requires_image, requires_text)
     with_image = [(i, r.image) for i, r in enumerate(records) if r.image is not None]
     if root is not None and not allow_outside_root and with_image:
-        guard, inside = RootGuard(root), list[tuple[int, Path]]()
+        guard = RootGuard(root)
+        inside: list[tuple[int, Path]] = []
         for index, path in with_image:
             escape = guard.reason(path)
             if escape is None:

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from ..tasks import Task
-from .errors import DatasetNotFoundError
+from .errors import DatasetNotFoundError, DataValueError
 from .labels import class_key, is_blank, parse_label
 from .records import Record, RecordDataset
 from .tables import Row, read_table
@@ -96,7 +96,7 @@ def resolve_path(root: str | Path, file: str | Path) -> Path:
         raise DatasetNotFoundError(NAME, root, path, LAYOUT)
     if path.suffix.lower() not in _SUFFIXES:
         msg = f"{str(path)!r}: unknown table format {path.suffix!r}; use one of {list(_SUFFIXES)}"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     return path
 
 
@@ -136,13 +136,13 @@ def read_records(
             f"{str(path)!r} has neither the image column {columns.image!r} nor the text column "
             f"{columns.text!r}; its columns are {names}"
         )
-        raise ValueError(msg)
+        raise DataValueError(msg)
     if labelled and columns.label not in names:
         msg = (
             f"{str(path)!r} has no label column {columns.label!r} (columns: {names}); set "
             "label_column, or give unlabelled data as predict_file"
         )
-        raise ValueError(msg)
+        raise DataValueError(msg)
     if splits is not None:
         rows = _rows_of_splits(path, names, rows, columns, splits)
     index = {name: i for i, name in enumerate(classes)}
@@ -177,29 +177,33 @@ def read_records(
 def _rows_of_splits(
     path: Path, names: list[str], rows: list[Row], columns: Columns, splits: Sequence[str]
 ) -> list[Row]:
+    """The rows of ``splits``, and every line that is not a row (it has no split to tell)."""
     if columns.split not in names:
         msg = (
             f"{str(path)!r} has no split column {columns.split!r} (columns: {names}); set "
             "split_column, or give train_file / val_file / test_file"
         )
-        raise ValueError(msg)
-    kept, unknown = [], set()
+        raise DataValueError(msg)
+    kept: list[Row] = []
+    unknown: dict[str, list[int]] = {}
     for row in rows:
-        if row.cells is None:
-            kept.append(row)  # not a row at all: kept, to be reported by its line
+        empty = row.cells is not None and not any(str(v or "").strip() for v in row.cells.values())
+        if row.cells is None or empty:
+            kept.append(row)  # not a row, or an empty one: kept, to be reported by its line
             continue
         value = str(row.cells.get(columns.split) or "").strip().lower()
         split = SPLIT_NAMES.get(value)
         if split is None:
-            unknown.add(value)
+            unknown.setdefault(value, []).append(row.line)
         elif split in splits:
             kept.append(row)
     if unknown:
+        where = "; ".join(f"{v!r} on line(s) {lines[:10]}" for v, lines in sorted(unknown.items()))
         msg = (
-            f"{str(path)!r}: unknown values {sorted(unknown)} in the split column "
-            f"{columns.split!r}; use train, val or test"
+            f"{str(path)!r}: unknown values in the split column {columns.split!r}: {where}; "
+            "use train, val or test"
         )
-        raise ValueError(msg)
+        raise DataValueError(msg)
     return kept
 
 
@@ -227,7 +231,7 @@ def table_labels(
     names, rows = read_table(path)
     if columns.label not in names:
         msg = f"{str(path)!r} has no label column {columns.label!r} ({names}); set label_column"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     if splits is not None:
         rows = _rows_of_splits(path, names, rows, columns, splits)
     return [row.cells.get(columns.label) for row in rows if row.cells is not None]

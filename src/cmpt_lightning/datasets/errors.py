@@ -13,7 +13,13 @@ from pathlib import Path
 
 from ..errors import UserInputError
 
-__all__ = ["BadSampleError", "DatasetNotFoundError"]
+__all__ = [
+    "BadSampleError",
+    "DataFileNotFoundError",
+    "DataTypeError",
+    "DataValueError",
+    "DatasetNotFoundError",
+]
 
 
 class DatasetNotFoundError(UserInputError, FileNotFoundError):
@@ -65,3 +71,18 @@ class BadSampleError(UserInputError, ValueError):
     Raised at setup (listing the offending files) unless ``on_bad_sample: skip``, and by a
     dataset that meets an unreadable image while loading (naming the file).
     """
+
+
+class DataValueError(UserInputError, ValueError):
+    """A data file or a data setting with a value the user can fix (a column, a split, a class).
+
+    The message names the file (and line) or the setting, the value, and what is allowed.
+    """
+
+
+class DataTypeError(UserInputError, TypeError):
+    """A data file or a data setting holding the wrong kind of value (a list for a name)."""
+
+
+class DataFileNotFoundError(UserInputError, FileNotFoundError):
+    """A file a data setting names (a split file, a class index) does not exist."""

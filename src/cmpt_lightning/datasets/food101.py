@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from ..choices import Choice
-from .errors import DatasetNotFoundError
+from .errors import DataFileNotFoundError, DatasetNotFoundError, DataValueError
 from .labels import missing_label
 from .records import Record, RecordDataset
 
@@ -83,17 +83,17 @@ def food101_classes(root: str | Path, class_index: str | Path | None = None) -> 
         path = Path(class_index)
         if not path.is_file():
             msg = f"class_index file {str(path)!r} does not exist; give a JSON {{class: index}}"
-            raise FileNotFoundError(msg)
+            raise DataFileNotFoundError(msg)
         mapping = json.loads(path.read_text())
         if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
             msg = f"class_index {str(path)!r} must map class names to integers, got {mapping!r:.80}"
-            raise ValueError(msg)
+            raise DataValueError(msg)
         if sorted(mapping.values()) != list(range(len(mapping))):
             msg = (
                 f"class_index {str(path)!r} must number the classes 0..{len(mapping) - 1} once "
                 f"each, got indices {sorted(mapping.values())[:10]}..."
             )
-            raise ValueError(msg)
+            raise DataValueError(msg)
         return sorted(mapping, key=mapping.__getitem__)
     folder = root / "images" / "train"
     _require(root, folder)
@@ -115,18 +115,18 @@ def read_split_file(path: str | Path) -> dict[str, list[str]]:
             f"split_file {str(path)!r} does not exist; give a JSON file "
             "{'train': [...], 'val': [...], 'test': [...]} of image file names"
         )
-        raise FileNotFoundError(msg)
+        raise DataFileNotFoundError(msg)
     table = json.loads(path.read_text())
     if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
         msg = f"split_file {str(path)!r} must map split names to lists of image file names"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     splits = {str(k): [Path(str(name)).stem for name in v] for k, v in table.items()}
     owner: dict[str, str] = {}
     for split, ids in splits.items():
         for key in ids:
             if owner.setdefault(key, split) != split:
                 msg = f"split_file {str(path)!r} puts {key!r} in both {owner[key]!r} and {split!r}"
-                raise ValueError(msg)
+                raise DataValueError(msg)
     return splits
 
 
@@ -217,7 +217,7 @@ def read_food101(
     """
     if split not in SPLITS:
         msg = f"UPMC Food-101 has the splits {SPLITS}, got {split!r}"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     root = Path(root)
     _require(root, root)
     _require(root, root / "images" / split)

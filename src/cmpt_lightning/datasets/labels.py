@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..tasks import Task
+from .errors import DataValueError
 
 __all__ = [
     "class_key",
@@ -108,21 +109,21 @@ def infer_classes(labels: Iterable[Any], task: Task | str, separator: str = "|")
     tokens = [t for t in tokens if missing_label(t) is None]  # NaN and blanks are no class
     if not tokens:
         msg = "no labels found in the training rows; check label_column, or pass classes"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     if all(_int_like(t) for t in tokens):
         top = max(int(class_key(t)) for t in tokens)
         if task is Task.BINARY and top > 1:
             msg = f"binary labels must be 0 or 1, found {top}; use task: multiclass"
-            raise ValueError(msg)
+            raise DataValueError(msg)
         classes = [str(i) for i in range(max(top + 1, 2 if task is not Task.MULTILABEL else 1))]
     else:
         classes = sorted({class_key(t) for t in tokens})
     if task is Task.BINARY and len(classes) != 2:
         msg = f"a binary task needs 2 classes, found {len(classes)}: {classes[:10]}"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     if task is Task.MULTICLASS and len(classes) < 2:
         msg = f"a multiclass task needs at least 2 classes, found {classes}"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     return classes
 
 

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from ..choices import Choice
-from .errors import DatasetNotFoundError
+from .errors import DatasetNotFoundError, DataValueError
 from .labels import is_blank, missing_label
 from .records import Record, RecordDataset
 
@@ -117,11 +117,11 @@ def split_ids(base: Path, split: str) -> list[str]:
         table = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         msg = f"{str(path)!r} is not valid JSON ({err}); re-download split.json"
-        raise ValueError(msg) from err
+        raise DataValueError(msg) from err
     if not isinstance(table, dict) or split not in table or not isinstance(table[split], list):
         keys = sorted(table) if isinstance(table, dict) else type(table).__name__
         msg = f"{str(path)!r} must map {list(SPLITS)} to lists of ids; no list {split!r} in {keys}"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     return [_movie_key(v) for v in table[split]]
 
 
@@ -195,7 +195,7 @@ def read_mmimdb(
     """
     if split not in SPLITS:
         msg = f"MM-IMDb has the splits {SPLITS}, got {split!r}"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     base = find_mmimdb(root)
     mode = TextMode(text_mode)
     return [r for movie in split_ids(base, split) for r in _movie_records(base, movie, mode)]

@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..missing import rank_key
 from .base import MultimodalDataset
-from .errors import BadSampleError
+from .errors import BadSampleError, DataTypeError, DataValueError
 
 __all__ = ["UNLABELLED", "Record", "RecordDataset", "stratified_split"]
 
@@ -142,7 +142,7 @@ class RecordDataset(MultimodalDataset):
             return hot
         if isinstance(label, tuple):
             msg = f"sample {self.records[index].id!r} has labels {label} in a single-label task"
-            raise TypeError(msg)
+            raise DataTypeError(msg)
         return torch.tensor(UNLABELLED if label is None else label, dtype=torch.long)
 
 
@@ -169,10 +169,10 @@ def stratified_split(
     """
     if not 0.0 <= fraction < 1.0:
         msg = f"the held-out fraction must be in [0, 1), got {fraction!r}"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     if len(ids) != len(groups):
         msg = f"got {len(ids)} ids but {len(groups)} groups"
-        raise ValueError(msg)
+        raise DataValueError(msg)
     members: dict[Hashable, list[int]] = {}
     for position, group in enumerate(groups):
         members.setdefault(group, []).append(position)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from .base import MultimodalDataset
+from .errors import DataValueError
 
 __all__ = ["SyntheticDataset"]
 
@@ -114,7 +115,7 @@ class SyntheticDataset(MultimodalDataset):
         super().__init__(image_transform, tokenizer, image_size)
         if not 2 <= num_classes <= MAX_CLASSES:
             msg = f"num_classes must be in [2, {MAX_CLASSES}] (synthetic data), got {num_classes!r}"
-            raise ValueError(msg)
+            raise DataValueError(msg)
         self.num_classes = num_classes
         self.seed = seed
         self.image_noise = image_noise

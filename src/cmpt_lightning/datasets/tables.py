@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .errors import DataValueError
+
 __all__ = ["Row", "read_jsonl", "read_table"]
 
 
@@ -84,7 +86,7 @@ def read_table(path: Path) -> tuple[list[str], list[Row]]:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, list):
             msg = f"{str(path)!r} must hold a JSON list of objects, got {type(data).__name__}"
-            raise ValueError(msg)
+            raise DataValueError(msg)
         rows = [_row(i + 1, obj) for i, obj in enumerate(data)]
     else:
         rows = read_jsonl(path)

@@ -31,6 +31,9 @@ __all__ = ["CellState", "omp_threads", "read_marker", "run_cell", "usable_cpus",
 DONE = "DONE"
 FAILED = "FAILED"
 JOB = "job.json"
+#: The exit status of a local job that submitit's handler requeued on its time-out signal
+#: (``submitit.local.local.LOCAL_REQUEUE_RETURN_CODE``): the job starts again, no failure.
+LOCAL_REQUEUE = 144
 
 
 def write_marker(path: str | Path, payload: dict[str, Any]) -> None:
@@ -129,9 +132,9 @@ def _fit(config: Path) -> None:
     checkpoint = resume_point(config.parent)
     try:
         run_fit(config, checkpoint)
-    except SIGTERMException:  # SLURM ends the job (requeue, scancel): not a failure of the cell
-        raise
-    except SystemExit as exit_:  # the config did not parse (the parser printed why)
+    except SystemExit as exit_:  # the config did not parse (the parser printed why), or:
+        if isinstance(exit_, SIGTERMException) or exit_.code == LOCAL_REQUEUE:
+            raise  # SLURM ends the job (requeue, scancel), or submitit requeued it: no failure
         if exit_.code not in (0, None):
             msg = f"cmpt fit --config {config} exited with status {exit_.code}"
             raise RuntimeError(msg) from exit_
