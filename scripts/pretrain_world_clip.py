@@ -62,6 +62,8 @@ class PretrainConfig:
         out_dir: where the weights and the report go.
         name: the files' stem (``<name>.safetensors``, ``<name>.json``).
         half: store the weights as float16 (half the size; recall is measured on them).
+        stop_after: stop after this many steps, keeping the schedule of ``steps`` (a quick
+            look at the start of a long run); None runs all ``steps``.
     """
 
     model: str = "cmpt-tiny"
@@ -78,6 +80,7 @@ class PretrainConfig:
     out_dir: str = "runs/world_clip"
     name: str = "cmpt-tiny-world"
     half: bool = True
+    stop_after: int | None = None
 
 
 class _Collate:
@@ -181,8 +184,9 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     world = World(seed=config.seed)
     model: Any = build_clip(config.model, None, init_seed=config.seed).train()
+    run = config.steps if config.stop_after is None else min(config.steps, config.stop_after)
     pairs = WorldPairs(
-        world, "pretrain", config.steps * config.batch_size, build_image_transform(config.model)
+        world, "pretrain", run * config.batch_size, build_image_transform(config.model)
     )
     loader = DataLoader(
         pairs,
@@ -216,10 +220,10 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(float(loss.detach()))
         done = step + 1
-        if done % max(1, config.steps // 20) == 0 or done == config.steps:
+        if done % max(1, run // 20) == 0 or done == run:
             elapsed = time.perf_counter() - start
-            log.info("step %d/%d loss %.3f (%.1f s)", done, config.steps, losses[-1], elapsed)
-        if config.eval_every and done % config.eval_every == 0 and done < config.steps:
+            log.info("step %d/%d loss %.3f (%.1f s)", done, run, losses[-1], elapsed)
+        if config.eval_every and done % config.eval_every == 0 and done < run:
             history.append({"step": done, **evaluate(model, world, config)})
             log.info("step %d recall %s", done, history[-1])
     wall = time.perf_counter() - start
@@ -232,14 +236,15 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
     save_file(state, str(weights))
     shipped = build_clip(config.model, str(weights))  # the normal pretrained-file path
     final = evaluate(shipped, world, config)
-    history.append({"step": config.steps, **final})
+    history.append({"step": run, **final})
     captions = [world.caption("pretrain-val", i) for i in range(config.eval_pairs)]
     head, tail = losses[: max(1, len(losses) // 10)], losses[-max(1, len(losses) // 10) :]
     report: dict[str, Any] = {
         "config": dataclasses.asdict(config),
-        "pairs_seen": config.steps * config.batch_size,
+        "steps_run": run,
+        "pairs_seen": run * config.batch_size,
         "wall_s": round(wall, 1),
-        "steps_per_s": round(config.steps / wall, 3),
+        "steps_per_s": round(run / wall, 3),
         "loss": {
             "initial": math.log(config.batch_size),  # InfoNCE of uninformative features
             "first_tenth": float(np.mean(head)),

@@ -119,20 +119,22 @@ def test_the_next_cell_starts_as_soon_as_one_ends(tmp_path, fake_local, capsys):
 
 
 def test_local_cells_get_their_share_of_the_cpus(tmp_path, fake_local, monkeypatch, capsys):
-    monkeypatch.setattr(plan, "usable_cpus", lambda: 8)
+    monkeypatch.setattr(plan, "usable_cpus", lambda: 16)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    executor = fake_local(_settings(tmp_path, [0.1, 0.3, 0.5, 0.7, 0.9, 0.95]), [1] * 6)
-    assert max(job.start for job in executor.started) == 1  # 4 at once: 8 CPUs // 2 threads
-    assert {job.env["OMP_NUM_THREADS"] for job in executor.started} == {"2"}
-    assert "4 at a time, 2 torch thread(s) each" in capsys.readouterr().out
+    settings = _settings(tmp_path, [0.1, 0.3, 0.5, 0.7, 0.9, 0.95], parallelism=4)
+    executor = fake_local(settings, [1] * 6)
+    assert [job.start for job in executor.started] == [0, 0, 0, 0, 1, 1]
+    assert {job.env["OMP_NUM_THREADS"] for job in executor.started} == {"4"}  # 16 CPUs // 4
+    assert "running 6 cell(s), 4 at a time, 4 torch thread(s) each" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
     ("cpus", "omp", "parallelism", "cells", "threads"),
     [
-        (2, None, None, 1, 2),
+        (2, None, None, 2, 1),  # a cell per CPU
         (1, None, None, 1, 1),
-        (16, None, None, 8, 2),
+        (16, None, None, 8, 2),  # at most 8 cells: the other CPUs become threads
+        (64, None, None, 8, 8),
         (16, "4", None, 4, 4),  # OMP_NUM_THREADS decides the threads, so the cells
         (16, None, 3, 3, 5),  # --parallelism decides the cells, so the threads
         (2, None, 4, 4, 1),  # more cells than CPUs asked for: one thread each

@@ -248,10 +248,8 @@ class MultimodalCSVDataset(RecordDataset):
         image_size: (H, W) of the transform's output.
         classes: the class names in label order.
         task: ``multiclass``, ``multilabel`` or ``binary``.
-        columns: the column names.
-        splits: keep only the rows of these splits (None: every row).
-        labelled: read labels (False for prediction data: targets are -1).
-        label_separator: separator of several labels in one CSV cell (multilabel).
+        **table: the other options of :func:`read_records` (``columns``, ``splits``,
+            ``labelled``, ``label_separator``).
     """
 
     family = "csv"
@@ -268,24 +266,12 @@ class MultimodalCSVDataset(RecordDataset):
         *,
         classes: Sequence[str],
         task: Task | str = Task.MULTICLASS,
-        columns: Columns | None = None,
-        splits: Sequence[str] | None = None,
-        labelled: bool = True,
-        label_separator: str = "|",
+        **table: Any,
     ) -> None:
         self.root = Path(root)
         self.classes = list(classes)
         self.task = Task(task)
-        records = read_records(
-            root,
-            file,
-            classes=self.classes,
-            task=self.task,
-            columns=columns,
-            splits=splits,
-            labelled=labelled,
-            label_separator=label_separator,
-        )
+        records = read_records(root, file, classes=self.classes, task=self.task, **table)
         multilabel = self.task is Task.MULTILABEL
         num_classes = len(self.classes)
         super().__init__(records, num_classes, multilabel, image_transform, tokenizer, image_size)

@@ -202,34 +202,18 @@ class WorldClaimsDataset(WorldDataset):
     """Hateful-Memes-like: does the caption contradict the image? Needs both modalities.
 
     Args:
-        num_samples: number of samples.
-        split: the split's name (``train``, ``val``, ``test``); it keys the samples.
-        image_transform: PIL image -> float tensor [3, H, W] (the open_clip preprocessing).
-        tokenizer: list of strings -> int tensor [B, L] (the open_clip tokenizer).
-        image_size: (H, W) of the transform's output, for the zeros of an absent image.
-        world: the generator; None builds ``World(seed)``.
-        seed: the world's seed when ``world`` is None.
+        *args: as for :class:`WorldDataset` (samples, split, transform, tokenizer, size).
         claim_attributes: the visual attributes a false claim may change (one uniformly).
+        **kwargs: as for :class:`WorldDataset` (``world``, ``seed``).
     """
 
     task = WorldTask.CLAIMS
     kind = Task.BINARY
 
     def __init__(
-        self,
-        num_samples: int,
-        split: str,
-        image_transform: Callable[[Image.Image], torch.Tensor],
-        tokenizer: Callable[[list[str]], torch.Tensor],
-        image_size: tuple[int, int],
-        *,
-        world: World | None = None,
-        seed: int = 0,
-        claim_attributes: Sequence[str] = ("colour", "shape"),
+        self, *args: Any, claim_attributes: Sequence[str] = ("colour", "shape"), **kwargs: Any
     ) -> None:
-        super().__init__(
-            num_samples, split, image_transform, tokenizer, image_size, world=world, seed=seed
-        )
+        super().__init__(*args, **kwargs)
         bad = [name for name in claim_attributes if name not in VISUAL]
         if bad or not claim_attributes:
             msg = f"claim_attributes must be a non-empty subset of {list(VISUAL)}, got {bad!r}"

@@ -303,7 +303,8 @@ def _submit(settings: SweepSettings, cells: list[PlannedCell], report: SweepRepo
             for executor, cell in queue:
                 _start(settings, executor, cell, report)
             return
-        at_once, threads = settings.cells_at_once, settings.threads_per_cell
+        at_once = min(settings.cells_at_once or len(queue), len(queue))
+        threads = settings.threads_per_cell
         each = f", {threads} torch thread(s) each" if threads else ""
         print(f"running {len(queue)} cell(s), {at_once} at a time{each}", flush=True)
         _pool(settings, queue, [], report)

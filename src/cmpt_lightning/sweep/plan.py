@@ -44,6 +44,8 @@ __all__ = [
 #: stays on its signal (``SUBMITIT_PREEMPT_SIGNAL``, USR2), which SLURM is not asked to send, so
 #: exactly one mechanism requeues a cell.
 REQUEUE_SIGNAL = signal.SIGUSR1
+#: The most cells a local sweep runs at once by default (each process holds a model and data).
+MAX_LOCAL_CELLS = 8
 
 
 class ExecutorKind(Choice):
@@ -68,9 +70,9 @@ class SlurmSettings:
         cpus_per_task: ``--cpus-per-task`` (data loader workers + 1 is a good start).
         mem: ``--mem`` per node, e.g. ``64G``.
         array_parallelism: how many cells run at once (``--array=0-N%P``); None: all.
-        signal_delay_s: seconds before the time limit at which SLURM sends :data:`REQUEUE_SIGNAL`
-            (``--signal=USR1@S``): Lightning saves a checkpoint and requeues the cell, which
-            resumes from it. Leave time to write a checkpoint.
+        signal_delay_s: seconds before the time limit at which SLURM sends SIGUSR1, Lightning's
+            requeue signal (``--signal=USR1@S``): Lightning saves a checkpoint and requeues the
+            cell, which resumes from it. Leave time to write a checkpoint.
         job_name: ``--job-name`` (not ``bash`` or ``interactive``: Lightning would not treat the
             job as a SLURM job, and would neither save nor requeue on the signal).
         setup: shell lines run before the job (``module load ...``, ``source venv/bin/activate``).
@@ -103,13 +105,13 @@ class SweepSettings:
         test_rates: test-time missing rates of each cell's one-pass test grid.
         test_types: test-time missing types of the test grid.
         time: time limit per cell: minutes or ``[D-]HH:MM:SS`` (SLURM ``--time``, local timeout).
-        parallelism: local executor: cells run at once. None: as many as the usable CPUs allow,
-            ``usable CPUs // threads`` (at least 1) with ``threads`` the ``OMP_NUM_THREADS`` of
-            the launcher's environment, else 2; each cell's torch then uses
-            ``usable CPUs // cells`` threads (``OMP_NUM_THREADS`` when set), so the cells'
-            processes do not oversubscribe the cores (data loader workers come on top). A new
-            cell starts as soon as one finishes. With GPUs, set it to what fits their memory.
-            ``debug`` runs one cell at a time; SLURM: see ``slurm.array_parallelism``.
+        parallelism: local executor: cells run at once. None: one per usable CPU, at most 8
+            (each holds its own model and data in memory), or ``usable CPUs // OMP_NUM_THREADS``
+            when that is set. Each cell's torch uses ``usable CPUs // cells`` threads
+            (``OMP_NUM_THREADS`` when set), so that the cells do not oversubscribe the cores
+            (data loader workers come on top). A cell starts as soon as another ends. With GPUs,
+            set it to what fits their memory. ``debug`` runs one cell at a time; SLURM: see
+            ``slurm.array_parallelism``.
         dry_run: print the cells and the submission (for SLURM, the sbatch script) and stop.
         wait: wait for the jobs and report failures; None: wait except with SLURM.
         slurm: SLURM resources.
@@ -159,7 +161,8 @@ class SweepSettings:
             return None
         if self.parallelism is not None:
             return self.parallelism
-        return max(1, usable_cpus() // (omp_threads() or 2))
+        threads = omp_threads()
+        return max(1, usable_cpus() // threads) if threads else min(usable_cpus(), MAX_LOCAL_CELLS)
 
     @property
     def threads_per_cell(self) -> int | None:
