@@ -224,6 +224,20 @@ def test_resume_keeps_best_score_and_path(tmp_path):
     assert whole_files(folder) == ["best-00.ckpt", "last.ckpt"]
 
 
+def test_resume_into_a_new_folder_keeps_the_best_so_far(tmp_path):
+    """As `cmpt fit --ckpt_path .../version_0/checkpoints/last.ckpt` does: a new logger version."""
+    first, second = tmp_path / "version_0", tmp_path / "version_1"
+    scores = [0.8, 0.3, 0.5, 0.6]
+    make_trainer(tmp_path, [CMPTCheckpoint(dirpath=first)], 2).fit(ScoredModel(scores))
+    before = sorted(p.name for p in first.iterdir())
+    callback = CMPTCheckpoint(dirpath=second)
+    make_trainer(tmp_path, [callback], 4).fit(ScoredModel(scores), ckpt_path=first / "last.ckpt")
+    assert callback.best_model_score == pytest.approx(0.8)  # not the 0.6 of the resumed run
+    assert callback.best_model_path == str(first / "best-00.ckpt")
+    assert sorted(p.name for p in first.iterdir()) == before  # the first run's files are kept
+    assert load(second / "last.ckpt")["epoch"] == 3
+
+
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_resume_reads_the_state_of_a_plain_model_checkpoint(tmp_path):
     folder = tmp_path / "ckpt"

@@ -140,6 +140,24 @@ class CMPTCheckpoint(ModelCheckpoint):
         except Exception as err:  # the original exception is the one to raise
             rank_zero_warn(f"last.ckpt was not saved after {type(exception).__name__}: {err}")
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the best score, path and top-k, also when resuming into a new folder.
+
+        A resume with the CLI writes into a new logger version (``version_1/checkpoints``);
+        Lightning would then forget the best score, and the first epoch after the resume would
+        become "best" even if worse. The previous run's files stay where they are: they are
+        compared with, never removed (see :meth:`_remove_checkpoint`).
+        """
+        if self.dirpath is not None and state_dict.get("dirpath") not in (None, self.dirpath):
+            state_dict = {**state_dict, "dirpath": self.dirpath}
+        super().load_state_dict(state_dict)
+
+    def _remove_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        """Remove an old checkpoint of this run; a previous run's (another folder) is kept."""
+        if self.dirpath is not None and Path(filepath).parent != Path(self.dirpath):
+            return
+        super()._remove_checkpoint(trainer, filepath)
+
     def on_load_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:

@@ -155,9 +155,8 @@ def condense(error: BaseException | str, config: Any = None) -> str:
             own = cause
         cause = cause.__cause__ or cause.__context__
     text = "\n".join(texts)
-    if own is not None:
-        return str(own)  # it says what is wrong and how to fix it, in its own words
-    reason = _reason(texts[-1] if len(texts) > 1 else text)
+    # an error of ours says what is wrong and how to fix it, in its own words
+    reason = str(own) if own is not None else _reason(texts[-1] if len(texts) > 1 else text)
     key = _field(_key(text, config), reason, config)
     if "gpu" in reason.lower() and "accelerator" not in reason.lower():
         reason += " (no GPU? --trainer.accelerator cpu, or add --config configs/cpu_smoke.yaml)"
