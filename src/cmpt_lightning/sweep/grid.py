@@ -26,13 +26,13 @@ import itertools
 import json
 import re
 import warnings
-from argparse import ArgumentError
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonargparse import ArgumentError
 
 from ..cli import fit_parser
 
