@@ -234,6 +234,7 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
     dtype = torch.float16 if config.half else torch.float32
     state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights))
+    weights.chmod(0o644)  # readable by everyone, like the rest of the package
     shipped = build_clip(config.model, str(weights))  # the normal pretrained-file path
     final = evaluate(shipped, world, config)
     history.append({"step": run, **final})

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# help pages rendered by the tests are remembered here, not in the user's ~/.cache
+os.environ.setdefault("CMPT_CACHE_DIR", tempfile.mkdtemp(prefix="cmpt-test-cache-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest

@@ -3,13 +3,17 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from cmpt_lightning import CMPTModel, CMPTModule, SweepConfig, SyntheticDataModule, TestGrid
+from cmpt_lightning.evaluation import one_pass
 from cmpt_lightning.models import build_clip
 
 ALL = torch.tensor([True, True, True, True])
 NO_TEXT = torch.tensor([False, False, False, False])
 
 
-@pytest.mark.parametrize("method", ["zero_fill", "learned_token", "modality_dropout"])
+BASELINES = ["zero_fill", "learned_token", "modality_dropout", "cross_copy"]
+
+
+@pytest.mark.parametrize("method", BASELINES)
 def test_baselines_have_no_proxies_and_plain_towers(method, batch):
     images, texts = batch
     model = CMPTModel("cmpt-tiny", 3, method=method).eval()
@@ -37,6 +41,62 @@ def test_zero_fill_uses_zeros_and_learned_token_its_vector(batch):
         torch.testing.assert_close(out.logits, learned.head.classify(out.features.image, filled))
 
 
+def test_cross_copy_stands_in_with_the_other_towers_projected_clip_embedding(batch):
+    images, texts = batch
+    model = CMPTModel("cmpt-tiny", 3, method="cross_copy").eval()
+    assert model.method == "cross_copy" and not model.method.uses_proxies
+    with torch.no_grad():
+        model.head.classifier.weight.normal_()
+        model.head.gate.weight.normal_(0, 0.3)  # a gate that tells its two inputs apart
+    reference = build_clip("cmpt-tiny", init_seed=0)
+    image_present = torch.tensor([True, False, True, True])
+    text_present = torch.tensor([True, True, False, True])
+    fused = []
+    fuse = model.head.fuse
+    model.head.fuse = lambda a, b: fused.append((a, b)) or fuse(a, b)
+    with torch.no_grad():
+        # the shared CLIP space: each tower's output after its final projection
+        h_v, h_t = reference.encode_image(images), reference.encode_text(texts)
+        out = model(images, texts, image_present, text_present)
+    a, b = fused[-1]  # the fusion's image side and text side
+    torch.testing.assert_close(a[1], h_t[1], atol=1e-5, rtol=0)  # image missing: a = h_T
+    torch.testing.assert_close(b[1], h_t[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(a[2], h_v[2], atol=1e-5, rtol=0)  # text missing: b = h_V
+    torch.testing.assert_close(b[2], h_v[2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(a[[0, 3]], h_v[[0, 3]], atol=1e-5, rtol=0)  # complete: real ones
+    torch.testing.assert_close(b[[0, 3]], h_t[[0, 3]], atol=1e-5, rtol=0)
+    with torch.no_grad():
+        expected = torch.stack(
+            [
+                model.head.classify(h_v[:1], h_t[:1])[0],
+                model.head.classify(h_t[1:2], h_t[1:2])[0],
+                model.head.classify(h_v[2:3], h_v[2:3])[0],
+                model.head.classify(h_v[3:], h_t[3:])[0],
+            ]
+        )
+    torch.testing.assert_close(out.logits, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out.logits[1], model.head.classify(h_v[1:2], h_t[1:2])[0])
+    with pytest.raises(RuntimeError, match="use stand_ins"):
+        model.head.substitutes(4, h_v)
+
+
+def test_cross_copy_in_the_one_pass_evaluation(batch):
+    images, texts = batch
+    model = CMPTModel("cmpt-tiny", 3, method="cross_copy").eval()
+    with torch.no_grad():
+        model.head.gate.weight.normal_(0, 0.3)
+        present = torch.tensor([True, True, False, True])
+        cell = {"image_present": ALL, "text_present": present}  # the configured cell
+        data = {"image_available": ALL, "text_available": ALL}  # what the data has
+        out, extra = one_pass(model, {"image": images, "text": texts, **cell, **data})
+        h_v, h_t = out.features.image, out.features.text
+        complete, image_only, text_only = extra["case_logits"].unbind(1)  # CASE_ORDER
+        torch.testing.assert_close(complete, model.head.classify(h_v, h_t))
+        torch.testing.assert_close(image_only, model.head.classify(h_v, h_v))
+        torch.testing.assert_close(text_only, model.head.classify(h_t, h_t))
+        torch.testing.assert_close(out.logits[2], image_only[2])  # the configured cell
+
+
 def test_modality_dropout_only_touches_complete_samples():
     seed_everything(0)
     module = CMPTModule(num_classes=3, method="modality_dropout")
@@ -52,7 +112,7 @@ def test_modality_dropout_only_touches_complete_samples():
     assert CMPTModule(num_classes=3).modality_dropout == 0.0
 
 
-@pytest.mark.parametrize("method", ["zero_fill", "learned_token", "modality_dropout"])
+@pytest.mark.parametrize("method", BASELINES)
 def test_baselines_train_and_test_grid(method, tmp_path):
     seed_everything(0)
     module = CMPTModule(num_classes=6, method=method, test_grid=TestGrid(rates=[0.0, 1.0]))

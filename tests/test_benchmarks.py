@@ -22,6 +22,7 @@ CASES = {
     "missing_rates": [*TINY, "--batch-size", "4", "--rates", "0", "0.7"],
     "onepass_sweep": [*TINY, "--batch-size", "4", "--samples", "8"],
     "input_pipeline": [*TINY, "--batch-size", "2", "--images", "4", "--loader-batch", "2"],
+    "skip_towers": [*TINY, "--batch-size", "4"],
     "memory": [*TINY, "--batch-size", "2", "--ckpt-model", "cmpt-tiny", "--keep-malloc"],
     "gpu_check": [
         "--device",

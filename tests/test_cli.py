@@ -8,7 +8,8 @@ import pytest
 from cmpt_lightning.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "configs" / "demo.yaml")
+DEMO = str(ROOT / "configs" / "demo_random.yaml")  # random-weight towers, synthetic data: fast
+WORLD_DEMO = str(ROOT / "configs" / "demo.yaml")  # the README's demo: pretrained world towers
 SMALL = [
     "--data.init_args.train_size",
     "48",
@@ -142,12 +143,13 @@ def test_every_command_has_generated_help_with_one_spelling(command, options, ca
 
 
 def test_demo_learns_well_above_chance(tmp_path):
-    """The full demo config (a minute on 2 cores): fit then the test of the best checkpoint."""
+    """The README's demo (the world's objects task on the shipped pretrained tiny towers), in
+    full (under a minute on 2 cores): fit then the test of the best checkpoint."""
     main(
         [
             "fit",
             "--config",
-            DEMO,
+            WORLD_DEMO,
             "--trainer.default_root_dir",
             str(tmp_path),
             "--trainer.enable_progress_bar",
@@ -162,9 +164,10 @@ def test_demo_learns_well_above_chance(tmp_path):
             rows += [r for r in csv.DictReader(f) if r.get("test/acc")]
     assert rows, "no test metrics were written"
     metrics = {k: float(v) for k, v in rows[-1].items() if v and k.startswith("test/")}
-    chance = 1 / 6
-    assert metrics["test/acc"] > 2.5 * chance
-    assert metrics["test/acc_complete"] > metrics["test/acc_image_only"] > 2 * chance
+    chance = 1 / 24  # Bayes ceilings: image 0.83, text 0.64, both 0.96
+    assert metrics["test/acc"] > 8 * chance
+    for case in ("complete", "image_only", "text_only"):
+        assert metrics[f"test/acc_{case}"] > 6 * chance, case
 
 
 def test_a_run_prints_none_of_the_known_harmless_notices(tmp_path):

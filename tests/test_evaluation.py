@@ -9,8 +9,14 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from torch.utils.data import DataLoader, DistributedSampler
 
-from cmpt_lightning import CMPTModule, MissingConfig, SyntheticDataModule, TestGrid
-from cmpt_lightning.evaluation import evaluate_cells, select_case_logits
+from cmpt_lightning import (
+    CMPTModule,
+    MissingConfig,
+    MultimodalCSVDataModule,
+    SyntheticDataModule,
+    TestGrid,
+)
+from cmpt_lightning.evaluation import evaluate_cells, one_pass, select_case_logits
 from cmpt_lightning.missing import MissingPlan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +96,80 @@ def test_test_grid_writes_csv_json_png_with_schema(trained, tmp_path):
     payload = json.loads((tmp_path / "sweep.json").read_text())
     assert payload["settings"]["seed"] == 0 and payload["main_metric"] == "acc"
     assert (tmp_path / "sweep.png").stat().st_size > 1000
+
+
+def _skipping_copy(module):
+    """The same weights, with the towers skipping absent inputs at evaluation."""
+    skipping = CMPTModule(num_classes=module.num_classes, skip_absent_eval=True)
+    skipping.load_state_dict(module.state_dict())
+    assert skipping.hparams.skip_absent_eval and not module.hparams.skip_absent_eval
+    return skipping
+
+
+@pytest.mark.parametrize("batch_size", [3, 1])
+def test_skipping_absent_towers_predicts_the_same(tmp_path, batch_size):
+    """A predict file with each case: mixed in one batch, or one case per batch (batches where
+    a tower has no row to encode)."""
+    seed_everything(0)
+    default = CMPTModule(num_classes=3)
+    with torch.no_grad():  # adapters and gate that matter, as after training
+        for name, p in default.named_parameters():
+            if "lora_B" in name or "gate.weight" in name:
+                p.normal_(0, 0.1)
+    skipping = _skipping_copy(default)
+    data = MultimodalCSVDataModule(
+        ROOT / "tests" / "data" / "csv", "data.csv", predict_file="predict.csv",
+        batch_size=batch_size, num_workers=0,
+    )  # fmt: skip
+    runs = [_trainer(tmp_path).predict(m, datamodule=data) for m in (default, skipping)]
+    expected, got = (
+        {k: torch.cat([b[k] for b in run]) for k in ("logits", "probs")} for run in runs
+    )
+    for key in ("logits", "probs"):
+        torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=1e-6)
+    image = torch.cat([b["image_present"] for b in runs[1]]).tolist()
+    text = torch.cat([b["text_present"] for b in runs[1]]).tolist()
+    assert (image, text) == ([True, False, True], [True, True, False])  # p0, p1, p2
+
+
+#: cells with every availability case (both 0.5), and with a tower that has zero rows to encode
+SKIP_CELLS = [("both", 0.5), ("image", 1.0), ("text", 1.0)]
+
+
+@pytest.mark.parametrize("missing_type,rate", SKIP_CELLS)
+def test_skipping_absent_towers_tests_the_same(trained, tmp_path, missing_type, rate):
+    data = _data(eval_missing=MissingConfig(rate=rate, type=missing_type))
+    runs = [
+        _trainer(tmp_path).test(m, datamodule=data, verbose=False)[0]
+        for m in (trained, _skipping_copy(trained))
+    ]
+    assert runs[0].keys() == runs[1].keys() and "test/loss" in runs[0]
+    for key, value in runs[0].items():
+        assert runs[1][key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+    complete = runs[0]["test/count_complete"]
+    assert (0 < complete < 61) if missing_type == "both" else complete == 0
+
+
+def test_skipping_absent_towers_in_the_one_pass_gives_the_same_case_logits(trained):
+    skipping = _skipping_copy(trained).eval()
+    trained.eval()
+    gen = torch.Generator().manual_seed(0)
+    T, F = True, False
+    batch = {
+        "image": torch.randn(5, 3, 32, 32, generator=gen),
+        "text": torch.randint(1, 400, (5, 12), generator=gen),
+        # what the data has: sample 1 lacks its image, sample 3 its text
+        "image_available": torch.tensor([T, F, T, T, T]),
+        "text_available": torch.tensor([T, T, T, F, T]),
+        # the configured cell also drops the text of sample 2 and the image of sample 4
+        "image_present": torch.tensor([T, F, T, T, F]),
+        "text_present": torch.tensor([T, T, F, F, T]),
+    }
+    with torch.no_grad():
+        expected, extra = one_pass(trained.model, batch)
+        got, got_extra = one_pass(skipping.model, batch)
+    torch.testing.assert_close(got.logits, expected.logits, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got_extra["case_logits"], extra["case_logits"], atol=1e-6, rtol=1e-6)
 
 
 def test_select_case_logits():
@@ -186,7 +266,7 @@ def test_counts_recorded_and_logged_at_setup(monkeypatch):
 def test_cli_test_grid_and_its_deprecated_spelling(tmp_path):
     from cmpt_lightning.main import main
 
-    common = ["test", "--config", str(ROOT / "configs" / "demo.yaml")]
+    common = ["test", "--config", str(ROOT / "configs" / "demo_random.yaml")]
     common += ["--data.init_args.test_size", "64", "--trainer.fast_dev_run", "true"]
     common += ["--trainer.enable_progress_bar", "false"]
     new, old = tmp_path / "new", tmp_path / "old"
@@ -214,7 +294,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     common = [
         "test",
         "--config",
-        str(ROOT / "configs" / "demo.yaml"),
+        str(ROOT / "configs" / "demo_random.yaml"),
         "--data.init_args.test_size",
         "45",
         "--data.init_args.batch_size",

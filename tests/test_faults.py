@@ -18,7 +18,7 @@ from cmpt_lightning.sweep.plan import SweepSettings
 from tests.helpers import cmpt
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "configs" / "demo.yaml")
+DEMO = str(ROOT / "configs" / "demo_random.yaml")
 SMALL = {
     "data.init_args.train_size": 48,
     "data.init_args.val_size": 16,

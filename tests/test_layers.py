@@ -15,8 +15,8 @@ LAYERS = [
     ("datamodules",),
     ("module", "checkpoint_state"),
     ("callbacks", "checkpoints", "checkpoint_io"),
-    ("cli", "cli_errors", "cli_legacy"),
-    ("sweep", "study", "datacheck"),
+    ("cli", "cli_errors", "cli_legacy", "cli_help"),
+    ("sweep", "study", "datacheck", "cache_command"),
     ("main", "__main__", "__init__"),
 ]
 

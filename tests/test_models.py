@@ -231,3 +231,62 @@ def test_compiled_towers_match_eager(batch):
             rtol=1e-5,
         )
     pickle.dumps(compiled)  # compiled callables are dropped, not pickled
+
+
+T, F = True, False
+#: (image_present, text_present) of 4 samples: every availability case, then a batch with no
+#: image (the image tower has zero rows to encode), one with no text, and a complete one.
+AVAILABILITY = {
+    "mixed": ([T, F, T, T], [T, T, F, F]),
+    "no image": ([F, F, F, F], [T, T, T, T]),
+    "no text": ([T, T, T, T], [F, F, F, F]),
+    "complete": ([T, T, T, T], [T, T, T, T]),
+}
+
+
+@pytest.mark.parametrize("method", ["cmpt", "zero_fill", "learned_token", "cross_copy"])
+def test_skipping_absent_towers_in_eval_gives_the_same_logits(batch, method):
+    images, texts = batch
+    default = CMPTModel("cmpt-tiny", 5, method=method).eval()
+    _perturb_lora(default)
+    skipping = CMPTModel("cmpt-tiny", 5, method=method, skip_absent_eval=True).eval()
+    skipping.load_state_dict(default.state_dict())
+    calls = {"vision": [], "text": []}
+    original = skipping._tower
+
+    def counting(name):  # record how many rows each tower encodes
+        tower = original(name)
+
+        def call(inputs, proxy):
+            calls[name].append(inputs.shape[0])
+            return tower(inputs, proxy)
+
+        return call
+
+    skipping._tower = counting
+    for case, (image, text) in AVAILABILITY.items():
+        image_present, text_present = torch.tensor(image), torch.tensor(text)
+        with torch.no_grad():
+            expected = default(images, texts, image_present, text_present)
+            got = skipping(images, texts, image_present, text_present)
+        torch.testing.assert_close(got.logits, expected.logits, atol=1e-6, rtol=1e-6, msg=case)
+        for field in ("image", "text", "text_proxy", "image_proxy"):
+            a, b = getattr(got.features, field), getattr(expected.features, field)
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6, msg=f"{case}: {field}")
+        # only the present rows went through each tower (an empty selection runs one row)
+        assert calls["vision"][-1] == max(sum(image), 1), case
+        assert calls["text"][-1] == max(sum(text), 1), case
+
+
+def test_training_without_any_image_in_the_batch(batch):
+    """A batch of text-only samples trains (open_clip cannot embed zero images)."""
+    images, texts = batch
+    model = CMPTModel("cmpt-tiny", 3).train()
+    _perturb_lora(model)
+    out = model(images, texts, torch.tensor([False] * 4), ALL)
+    assert bool((out.features.image == 0).all()) and out.logits.shape == (4, 3)
+    out.logits.sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert all(g is not None for g in grads.values()), [n for n, g in grads.items() if g is None]
+    vision_lora = [g for n, g in grads.items() if n.startswith("clip.visual") and "lora_" in n]
+    assert vision_lora and all(float(g.abs().sum()) == 0.0 for g in vision_lora)

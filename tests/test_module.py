@@ -76,6 +76,14 @@ def test_checkpoint_round_trip_and_size(tmp_path):
         assert not torch.equal(expected, CMPTModule(num_classes=6).eval()(batch).logits)
         assert torch.equal(expected, reloaded(batch).logits)
         assert torch.equal(expected, fresh(batch).logits)
+    # a checkpoint from before proxy_task_weight and skip_absent_eval loads with their defaults
+    for key in ("proxy_task_weight", "skip_absent_eval"):
+        del ckpt["hyper_parameters"][key]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    old = CMPTModule.load_from_checkpoint(tmp_path / "old.ckpt").eval()
+    assert old.loss.proxy_task_weight == 0.0 and not old.model.skip_absent_eval
+    with torch.no_grad():
+        assert torch.equal(expected, old(batch).logits)
 
 
 def test_checkpoint_of_vit_b16_is_small(tmp_path):
@@ -300,6 +308,7 @@ FORWARDED = [
     "lora_alpha",
     "lora_dropout",
     "skip_absent",
+    "skip_absent_eval",
     "grad_checkpointing",
     "compile_towers",
 ]

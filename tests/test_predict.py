@@ -10,7 +10,7 @@ DATA = ROOT / "tests" / "data" / "csv"
 def test_predict_writes_a_file_and_reports_samples_without_inputs(tmp_path):
     common = [
         "--config",
-        str(ROOT / "configs" / "demo.yaml"),
+        str(ROOT / "configs" / "demo_random.yaml"),
         "--data",
         "MultimodalCSVDataModule",
         "--data.root",

@@ -1,6 +1,7 @@
 """Multi-process training, mixed precision, gradient checkpointing, resumption, preemption."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from lightning.pytorch import Trainer, seed_everything
 from cmpt_lightning import CMPTModel, CMPTModule, MissingConfig, SyntheticDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "configs" / "demo.yaml")
+DEMO = str(ROOT / "configs" / "demo_random.yaml")
 
 
 def _cmpt(args, *, env=None, check=True, timeout=300):
@@ -258,3 +259,79 @@ def test_slurm_requeue_signal_writes_a_resumable_checkpoint(tmp_path):
     second = _cmpt(args, env=slurm)  # a requeued job: same command, resumes from hpc_ckpt_1
     assert "Restoring states from the checkpoint path at" in second.stderr + second.stdout
     assert "hpc_ckpt_1.ckpt" in second.stderr + second.stdout
+
+
+FOOD = Path(__file__).resolve().parent / "data" / "food101" / "header"
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_resume_after_sigkill_from_a_cache_matches_uninterrupted_run(tmp_path, workers):
+    """The same as above, training from a litdata cache in its streaming order."""
+    pytest.importorskip("litdata")
+    from cmpt_lightning.datamodules.cache_writer import write_cache
+    from cmpt_lightning.datamodules.food101 import Food101DataModule
+
+    cache = tmp_path / "cache"
+    write_cache(Food101DataModule(root=str(FOOD), val_fraction=0.2), str(cache), verbose=False)
+    resume = [
+        "--config", str(ROOT / "configs" / "food101.yaml"),
+        "--model.init_args.clip", "cmpt-tiny",
+        "--model.init_args.pretrained", "null",
+        "--data.init_args.root", "unused",
+        "--data.init_args.cache", str(cache),
+        "--data.init_args.val_fraction", "0.2",
+        "--data.init_args.batch_size", "2",  # 16 training samples: 8 batches an epoch
+        "--data.init_args.num_workers", str(workers),
+        *RESUME[RESUME.index("--trainer.enable_progress_bar"):],
+        "--trainer.precision", "32-true",
+        "--trainer.max_steps", "20",
+        "--trainer.limit_val_batches", "0",
+    ]  # fmt: skip
+    whole = tmp_path / "whole"
+    _cmpt(["fit", *resume, "--trainer.default_root_dir", str(whole)])
+    broken = tmp_path / "broken"
+    killed = [*resume, "--trainer.default_root_dir", str(broken)]
+    killed += ["--trainer.callbacks+=tests.helpers.KillAtStep", "--trainer.callbacks.step", "12"]
+    result = _cmpt(["fit", *killed], check=False)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    (mid,) = broken.rglob("step-step=10.ckpt")  # mid-epoch: the third batch of epoch 2
+    _cmpt(["fit", *resume, "--trainer.default_root_dir", str(broken), "--ckpt_path", str(mid)])
+    (final_whole,) = whole.rglob("step-step=20.ckpt")
+    (final_resumed,) = broken.rglob("step-step=20.ckpt")
+    a, b = _trainable(final_whole), _trainable(final_resumed)
+    assert a.keys() == b.keys() and a
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_ddp_from_a_cache_splits_each_epoch_among_the_processes(tmp_path):
+    """2 gloo processes stream a cache: each epoch reads every training sample once."""
+    pytest.importorskip("litdata")
+    from cmpt_lightning.datamodules.cache_writer import write_cache
+    from cmpt_lightning.datamodules.food101 import Food101DataModule
+
+    cache = tmp_path / "cache"
+    write_cache(Food101DataModule(root=str(FOOD), val_fraction=0.2), str(cache), verbose=False)
+    batches = tmp_path / "batches.txt"
+    args = [
+        "fit", "--config", str(ROOT / "configs" / "food101.yaml"),
+        "--model.init_args.clip", "cmpt-tiny", "--model.init_args.pretrained", "null",
+        "--data.init_args.root", "unused", "--data.init_args.cache", str(cache),
+        "--data.init_args.val_fraction", "0.2", "--data.init_args.batch_size", "2",
+        "--data.init_args.num_workers", "1", "--trainer.accelerator", "cpu",
+        "--trainer.devices", "2", "--trainer.strategy", "ddp",
+        "--trainer.precision", "32-true", "--trainer.max_epochs", "2",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+        "--trainer.callbacks+=tests.helpers.RecordBatches",
+        "--trainer.callbacks.path", str(batches),
+    ]  # fmt: skip
+    _cmpt(args)
+    seen: dict[int, list[int]] = {}
+    for line in batches.read_text().splitlines():
+        step, indices = line.split(" ", 1)
+        seen.setdefault(int(step) // 4, []).extend(json.loads(indices))  # 4 steps an epoch
+    assert sorted(seen) == [0, 1]
+    for epoch in seen.values():
+        assert sorted(epoch) == list(range(16))  # both ranks together: every sample once

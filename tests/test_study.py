@@ -9,7 +9,7 @@ from cmpt_lightning.sweep.grid import load_grid
 from tests.helpers import cmpt
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "configs" / "demo.yaml"
+DEMO = ROOT / "configs" / "demo_random.yaml"
 TINY = {
     "data.init_args.train_size": 48,
     "data.init_args.val_size": 16,
@@ -89,3 +89,17 @@ def test_study_rejects_unknown_variants(tmp_path, capsys):
         run_study(DEMO, tmp_path, StudyGrid(variants=["magic"]))
     assert cmpt(["study", "--out", str(tmp_path), "--variants", "[magic]"]) == 2
     assert "unknown study variants ['magic']" in capsys.readouterr().err
+
+
+def test_the_study_compares_cross_copy_and_the_proxy_task_variant(tmp_path, capsys):
+    assert VARIANTS["cross_copy"] == {"model.init_args.method": "cross_copy"}
+    assert VARIANTS["cmpt_proxy_task"] == {"model.init_args.proxy_task_weight": 0.5}
+    assert {"cross_copy", "cmpt_proxy_task"} <= set(study_grid(StudyGrid()).variants)
+    study = StudyGrid(variants=["cross_copy", "cmpt_proxy_task"], seeds=[0], train_rates=[0.5])
+    # a dry run parses every cell's config: the overrides are keys of the fit command
+    assert run_study(DEMO, tmp_path, study, dry_run=True) is None
+    grid = load_grid(tmp_path / "grid.yaml")
+    assert grid.variants == {k: VARIANTS[k] for k in ("cross_copy", "cmpt_proxy_task")}
+    typo = StudyGrid(variants=["cmpt"], seeds=[0], overrides={"model.init_args.proxy_task": 1})
+    with pytest.raises(ValueError, match="proxy_task"):
+        run_study(DEMO, tmp_path / "typo", typo, dry_run=True)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ b
     from .datamodules.hateful_memes import HatefulMemesDataModule
     from .datamodules.mmimdb import MMIMDbDataModule
     from .datamodules.synthetic import SyntheticDataModule
+    from .datamodules.world import WorldDataModule
     from .evaluation import TestGrid
     from .evaluation import TestGrid as SweepConfig  # deprecated: removed in 0.3
     from .losses import AlignLoss, CMPTLoss, LossParts
@@ -51,6 +52,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "ProxyTokenHead": (".models.head", "ProxyTokenHead"),
     "SweepConfig": (".evaluation", "TestGrid"),  # deprecated alias of TestGrid: removed in 0.3
     "SyntheticDataModule": (".datamodules.synthetic", "SyntheticDataModule"),
+    "WorldDataModule": (".datamodules.world", "WorldDataModule"),
     "Task": (".tasks", "Task"),
     "TestGrid": (".evaluation", "TestGrid"),
     "missing_mask": (".missing", "missing_mask"),
@@ -81,6 +83,7 @@ __all__ = [
     "SyntheticDataModule",
     "Task",
     "TestGrid",
+    "WorldDataModule",
     "missing_mask",
 ]
 

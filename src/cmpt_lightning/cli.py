@@ -252,6 +252,8 @@ _KNOWN_WARNINGS = (
     r"Starting from v1\.9\.0, `tensorboardX` has been removed",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"[\s\S]*was deprecated in v4\.\d+\.0 and will be removed in v5\.0\.0",
+    # litdata's StreamingDataset has a length and gives each worker its own chunks
+    r"Your `IterableDataset` has `__len__` defined",
 )
 #: Log records silenced the same way: Lightning's litlogger advertisement.
 _KNOWN_LOGS = ("💡 Tip: For seamless cloud logging",)

@@ -18,6 +18,7 @@ from jsonargparse import ArgumentParser, Namespace
 from rich.console import Console
 from rich.table import Table
 
+from .cache_command import add_cache_command, run_cache
 from .cli import Command, rename_flags, user_error
 from .datamodules.base import CMPTDataModule
 from .datamodules.registry import FAMILIES
@@ -27,6 +28,8 @@ __all__ = ["data_check", "data_command"]
 
 #: Settings every data module shares (batches, masks, preprocessing): not a data check option.
 SHARED = frozenset(inspect.signature(CMPTDataModule.__init__).parameters) - {"self"}
+#: Settings of reading a cache instead of the files: not a data check option either.
+NOT_CHECKED = SHARED | {"cache", "cache_order"}
 
 
 def _print_report(console: Console, family: str, root: Path, report: CheckReport) -> int:
@@ -71,7 +74,7 @@ def _options(family: str) -> set[str]:
         if init is not None and cls is not CMPTDataModule:
             params = inspect.signature(init).parameters.values()
             names |= {p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD}
-    return names - SHARED - {"self"}
+    return names - NOT_CHECKED - {"self"}
 
 
 def data_check(family: str, root: str, **options: Any) -> int:
@@ -116,12 +119,14 @@ def _nested(parser: ArgumentParser) -> None:
         description="Validate a dataset download: layout, samples per split, unreadable images, "
         "empty texts and unknown labels. Exits with 1 on errors.",
     )
-    parser.add_subcommands().add_subcommand("check", check, help="validate a dataset download")
+    subcommands = parser.add_subcommands()
+    subcommands.add_subcommand("check", check, help="validate a dataset download")
     families = check.add_subcommands()
     for family, cls in FAMILIES.items():
         sub = ArgumentParser(prog=f"cmpt data check {family}", description=cls.__doc__)
         families.add_subcommand(family, sub, help=(cls.__doc__ or family).splitlines()[0])
-        sub.add_class_arguments(cls, nested_key=None, skip=set(SHARED))
+        sub.add_class_arguments(cls, nested_key=None, skip=set(NOT_CHECKED))
+    add_cache_command(subcommands)
 
 
 def _legacy(tokens: list[str]) -> list[str]:
@@ -130,6 +135,8 @@ def _legacy(tokens: list[str]) -> list[str]:
 
 
 def _run(config: Namespace) -> int:
+    if config.subcommand == "cache":
+        return run_cache(config.cache)
     family = config.check.subcommand
     options = {k: v for k, v in config.check[family].as_dict().items() if not k.startswith("__")}
     try:
@@ -139,9 +146,10 @@ def _run(config: Namespace) -> int:
 
 
 def data_command() -> Command:
-    """``cmpt data``: ``cmpt data check <family>`` and its options, from the family registry."""
+    """``cmpt data``: ``check`` and ``cache`` per family, with its options from the registry."""
     return Command(
-        "dataset tools: cmpt data check <family> --root DIR validates a download",
+        "dataset tools: cmpt data check <family> --root DIR validates a download, cmpt data "
+        "cache <family> --root DIR --out CACHE --clip_model NAME writes litdata chunks",
         _parser,
         _run,
         _legacy,

@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from .metrics import compute_metrics
+from .metrics import availability_case, compute_metrics
 from .missing import (
     CASE_ORDER,
     MissingConfig,
@@ -45,6 +45,7 @@ __all__ = [
     "evaluate_cells",
     "one_pass",
     "select_case_logits",
+    "stage_metrics",
     "write_sweep",
 ]
 
@@ -205,6 +206,32 @@ def one_pass(model: CMPTModel, batch: dict[str, Any]) -> tuple[CMPTOutput, dict[
         "text_available": text_available,
     }
     return CMPTOutput(logits=logits, features=seen), extra
+
+
+def stage_metrics(
+    stage: str, data: dict[str, torch.Tensor], *, task: Task, num_classes: int
+) -> dict[str, float]:
+    """An evaluation epoch's metrics: overall, per availability case, and the monitor's score.
+
+    Args:
+        stage: ``val`` or ``test``, the prefix of every name.
+        data: the epoch's gathered ``logits``, ``label``, ``image_present``, ``text_present``.
+        task: the task (its main metric is also logged as ``{stage}/score``).
+        num_classes: number of classes.
+
+    Returns:
+        ``{stage}/{metric}``, ``{stage}/score``, ``{stage}/{metric}_{case}`` for each case with
+        samples and ``{stage}/count_{case}`` for each case.
+    """
+    overall = compute_metrics(task, data["logits"], data["label"], num_classes)
+    metrics = {f"{stage}/{k}": v for k, v in overall.items()}
+    metrics[f"{stage}/score"] = overall[task.main_metric]  # task-agnostic monitor
+    for case, rows in availability_case(data["image_present"], data["text_present"]).items():
+        if bool(rows.any()):
+            values = compute_metrics(task, data["logits"][rows], data["label"][rows], num_classes)
+            metrics.update({f"{stage}/{k}_{case.value}": v for k, v in values.items()})
+        metrics[f"{stage}/count_{case.value}"] = float(rows.sum())
+    return metrics
 
 
 def evaluate_cells(

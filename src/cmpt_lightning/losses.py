@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from .choices import Choice
 from .models.cmpt import CMPTOutput
+from .models.head import AvailabilityCase
 from .tasks import Task
 
 __all__ = ["AlignLoss", "CMPTLoss", "LossParts"]
@@ -23,15 +25,20 @@ class AlignLoss(Choice):
 
 
 class LossParts(NamedTuple):
-    """The total loss and its two terms (the alignment term before weighting)."""
+    """The total loss and its terms (each term before weighting).
+
+    ``proxy_task`` is the task loss on the proxy-substituted logits of the complete samples
+    (zero, and not in ``total``, when its weight is 0).
+    """
 
     total: torch.Tensor
     task: torch.Tensor
     align: torch.Tensor
+    proxy_task: torch.Tensor
 
 
 class CMPTLoss(nn.Module):
-    """``L = L_task(logits, y) + align_weight * L_align``.
+    """``L = L_task(logits, y) + align_weight * L_align [+ proxy_task_weight * L_proxy]``.
 
     ``L_task`` is cross-entropy (multiclass) or BCE-with-logits (multilabel, binary), over every
     sample. ``L_align`` is, over the complete samples C of the batch (zero if there are none),
@@ -39,12 +46,21 @@ class CMPTLoss(nn.Module):
     error over the embedding dimensions (or ``1 - cosine``) and ``sg`` a stop-gradient on the
     real embedding (``detach_target``).
 
+    ``L_proxy`` (a variant beyond the paper, off by default) is the task loss of the complete
+    samples C as if one modality were missing, from the same encoding (the one-pass case
+    logits, no second tower pass):
+    ``(L_task(f(h_V, p_T)[C], y[C]) + L_task(f(p_V, h_T)[C], y[C])) / 2``, zero if C is
+    empty. It trains the proxies (and the fusion) directly for the task they stand in for.
+    With a baseline its stand-ins take the proxies' place.
+
     Args:
         task: ``multiclass``, ``multilabel`` or ``binary``.
         align_weight: lambda, the weight of the alignment term (0 disables it).
         align_loss: ``mse`` or ``cosine``.
         detach_target: stop the gradient through the real embeddings in the alignment term.
         label_smoothing: label smoothing of the multiclass cross-entropy.
+        proxy_task_weight: mu, the weight of ``L_proxy``; 0 (the default, the paper's method)
+            leaves the loss and its gradients exactly as without the term.
     """
 
     def __init__(
@@ -55,11 +71,19 @@ class CMPTLoss(nn.Module):
         align_loss: AlignLoss | str = AlignLoss.MSE,
         detach_target: bool = True,
         label_smoothing: float = 0.0,
+        proxy_task_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if align_weight < 0:
             msg = f"align_weight must be >= 0, got {align_weight!r}"
             raise ValueError(msg)
+        if not proxy_task_weight >= 0:  # also refuses NaN
+            msg = (
+                f"proxy_task_weight (mu) must be >= 0, got {proxy_task_weight!r}; "
+                "0 turns the proxy task loss off"
+            )
+            raise ValueError(msg)
+        self.proxy_task_weight = float(proxy_task_weight)
         self.task = Task(task)
         self.align_weight = align_weight
         self.align_loss = AlignLoss(align_loss)
@@ -93,8 +117,61 @@ class CMPTLoss(nn.Module):
             return per_sample.sum() * 0.0
         return per_sample[complete].mean()
 
-    def forward(self, output: CMPTOutput, target: torch.Tensor) -> LossParts:
-        """Compute the loss of a model output against the targets."""
+    def proxy_task(
+        self,
+        output: CMPTOutput,
+        target: torch.Tensor,
+        case_logits: Mapping[AvailabilityCase, torch.Tensor],
+    ) -> torch.Tensor:
+        """``L_proxy``: the mean task loss of the two one-modality cases of complete samples.
+
+        Args:
+            output: the model output (its features' masks say which samples are complete).
+            target: the targets of the whole batch.
+            case_logits: the logits of every sample under each availability case, [B, C]
+                each, from one encoding (``CMPTModel.case_logits(output.features)``).
+
+        Returns:
+            A scalar; a zero that keeps the graph when the batch has no complete sample.
+        """
+        f = output.features
+        complete = f.image_present & f.text_present  # shape = [B]
+        image_only = case_logits[AvailabilityCase.IMAGE_ONLY]  # text replaced by its proxy
+        text_only = case_logits[AvailabilityCase.TEXT_ONLY]  # image replaced by its proxy
+        if not bool(complete.any()):
+            return (image_only.sum() + text_only.sum()) * 0.0
+        y = target[complete]
+        return 0.5 * (
+            self.task_loss(image_only[complete], y) + self.task_loss(text_only[complete], y)
+        )
+
+    def forward(
+        self,
+        output: CMPTOutput,
+        target: torch.Tensor,
+        case_logits: Mapping[AvailabilityCase, torch.Tensor] | None = None,
+    ) -> LossParts:
+        """Compute the loss of a model output against the targets.
+
+        Args:
+            output: the model output.
+            target: the targets.
+            case_logits: the per-case logits of the same encoding; needed (and only read)
+                when ``proxy_task_weight`` > 0.
+
+        Raises:
+            ValueError: when ``proxy_task_weight`` > 0 and ``case_logits`` is None.
+        """
         task = self.task_loss(output.logits, target)
         align = self.alignment(output)
-        return LossParts(task + self.align_weight * align, task, align)
+        total = task + self.align_weight * align
+        if self.proxy_task_weight == 0:
+            return LossParts(total, task, align, torch.zeros_like(task))
+        if case_logits is None:
+            msg = (
+                "proxy_task_weight > 0 needs the case logits of the same encoding: pass "
+                "model.case_logits(output.features) as case_logits"
+            )
+            raise ValueError(msg)
+        proxy = self.proxy_task(output, target, case_logits)
+        return LossParts(total + self.proxy_task_weight * proxy, task, align, proxy)

@@ -18,9 +18,9 @@ from .checkpoint_state import (
     model_settings,
     moved_weights_error,
 )
-from .evaluation import TestGrid, one_pass, write_sweep
-from .losses import AlignLoss, CMPTLoss
-from .metrics import EvalCollector, availability_case, compute_metrics, train_metric
+from .evaluation import TestGrid, one_pass, stage_metrics, write_sweep
+from .losses import AlignLoss, CMPTLoss, LossParts
+from .metrics import EvalCollector, train_metric
 from .models.clip import WeightsFileNotFoundError
 from .models.cmpt import CMPTModel, CMPTOutput
 from .models.head import Fusion, Method
@@ -52,8 +52,10 @@ class CMPTModule(LightningModule):
         fusion: ``gated``, ``concat`` or ``sum``.
         method: ``cmpt`` (the method), or a baseline in the same harness: ``zero_fill`` (an
             absent modality's embedding is zeros), ``learned_token`` (one learned vector per
-            modality), ``modality_dropout`` (zeros, trained with modality dropout). The
-            ablation without alignment is ``cmpt`` with ``align_weight: 0``.
+            modality), ``modality_dropout`` (zeros, trained with modality dropout),
+            ``cross_copy`` (the present modality's own CLIP embedding, after the towers'
+            projections, where CLIP aligns the two). The ablation without alignment is
+            ``cmpt`` with ``align_weight: 0``.
         modality_dropout: probability that a complete training sample loses one modality (image
             or text, equally likely) in a training step; null: 0.3 for ``modality_dropout``,
             0 otherwise.
@@ -74,10 +76,17 @@ class CMPTModule(LightningModule):
             ``sweep.png`` to the run directory; each cell equals a test run configured with that
             cell.
         sweep: deprecated alias of ``test_grid``, removed in 0.3.
+        proxy_task_weight: mu, the weight of a task loss on the proxy-substituted logits of
+            the complete samples (the text replaced by its proxy in one case, the image by
+            its proxy in the other, both from the same encoding), averaged over the two
+            cases, logged as ``train/proxy_task_loss`` and included in ``{stage}/loss``; a
+            variant beyond the paper, which is mu = 0 (the default: the loss and gradients
+            are exactly the paper's). Must be >= 0.
         **kwargs: the other settings of :class:`~cmpt_lightning.models.CMPTModel`, passed
             through: ``pretrained``, ``quick_gelu``, ``init_seed``, ``lora_rank``,
-            ``lora_alpha``, ``lora_dropout``, ``skip_absent``, ``grad_checkpointing``,
-            ``compile_towers``; all are saved in the hyper-parameters, defaults included.
+            ``lora_alpha``, ``lora_dropout``, ``skip_absent``, ``skip_absent_eval``,
+            ``grad_checkpointing``, ``compile_towers``; all are saved in the
+            hyper-parameters, defaults included.
     """
 
     def __init__(
@@ -99,6 +108,7 @@ class CMPTModule(LightningModule):
         head_lr_scale: float = 1.0,
         test_grid: TestGrid | None = None,
         sweep: TestGrid | None = None,
+        proxy_task_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -146,6 +156,7 @@ class CMPTModule(LightningModule):
             align_loss=align_loss,
             detach_target=align_detach,
             label_smoothing=label_smoothing,
+            proxy_task_weight=proxy_task_weight,
         )
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -231,15 +242,24 @@ class CMPTModule(LightningModule):
         """One optimisation step's loss; logs its parts and the running training metric."""
         batch = self.drop_modalities(batch)
         output = self(batch)
-        parts = self.loss(output, batch["label"])
+        parts = self._loss(output, batch["label"])
         size = batch["label"].shape[0]
         self.log("train/loss", parts.total, prog_bar=True, batch_size=size)
         self.log("train/task_loss", parts.task, batch_size=size)
         self.log("train/align_loss", parts.align, batch_size=size)
+        if self.loss.proxy_task_weight > 0:
+            self.log("train/proxy_task_loss", parts.proxy_task, batch_size=size)
         self.train_metric(self._metric_input(output.logits), batch["label"].long())
         name = "f1_macro" if self.task is Task.MULTILABEL else "acc"
         self.log(f"train/{name}", self.train_metric, on_step=False, on_epoch=True, batch_size=size)
         return parts.total
+
+    def _loss(self, output: CMPTOutput, target: torch.Tensor) -> LossParts:
+        """The loss, with the case logits of the same encoding when the proxy task needs them."""
+        cases = None
+        if self.loss.proxy_task_weight > 0:  # the one-pass case logits: no second tower pass
+            cases = self.model.case_logits(output.features)
+        return self.loss(output, target, cases)
 
     def _metric_input(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.detach().float()
@@ -251,7 +271,7 @@ class CMPTModule(LightningModule):
             output, extra = one_pass(self.model, batch)  # every case, from one encoding
         else:
             output = self(batch)
-        parts = self.loss(output, batch["label"])
+        parts = self._loss(output, batch["label"])
         size = batch["label"].shape[0]
         self.log(f"{stage}/loss", parts.total, batch_size=size, sync_dist=True)
         self.collectors[stage].update(
@@ -282,17 +302,7 @@ class CMPTModule(LightningModule):
             return {}
         if stage == "test" and self.test_grid is not None:
             self._run_test_grid(self.test_grid, data)
-        overall = compute_metrics(self.task, data["logits"], data["label"], self.num_classes)
-        metrics = {f"{stage}/{k}": v for k, v in overall.items()}
-        metrics[f"{stage}/score"] = overall[self.task.main_metric]  # task-agnostic monitor
-        for case, rows in availability_case(data["image_present"], data["text_present"]).items():
-            if bool(rows.any()):
-                values = compute_metrics(
-                    self.task, data["logits"][rows], data["label"][rows], self.num_classes
-                )
-                metrics.update({f"{stage}/{k}_{case.value}": v for k, v in values.items()})
-            metrics[f"{stage}/count_{case.value}"] = float(rows.sum())
-        return metrics
+        return stage_metrics(stage, data, task=self.task, num_classes=self.num_classes)
 
     def _run_test_grid(self, grid: TestGrid, data: dict[str, torch.Tensor]) -> None:
         dm = getattr(self.trainer, "datamodule", None)

@@ -158,7 +158,7 @@ def _raise(error):
     [
         ("ViT-B-16", "x", "its tags are openai, laion400m_e31"),
         ("ViT-B-16", "laion2b", "laion2b_s34b_b88k"),
-        ("cmpt-tiny", "openai", "'cmpt-tiny' has no pretrained tags"),
+        ("cmpt-tiny", "openai", "its tags are world"),
     ],
 )
 def test_unknown_tag_is_one_line_listing_the_known_tags(model, value, expected):
@@ -190,3 +190,8 @@ def test_an_existing_file_without_a_suffix_is_not_taken_for_a_tag(tmp_path):
 def test_errors_survive_pickling(error):  # sweeps bring errors back from other processes
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is type(error) and str(copy) == str(error)
+
+
+def test_a_model_without_tags_says_so():
+    message = str(UnknownPretrainedError("my-arch", "openai", []))
+    assert "'my-arch' has no pretrained tags" in message and "\n" not in message

@@ -17,7 +17,7 @@ from cmpt_lightning.sweep.plan import SweepSettings, plan_sweep
 from tests.helpers import cmpt as main
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "configs" / "demo.yaml"
+DEMO = ROOT / "configs" / "demo_random.yaml"
 RATE = "data.init_args.train_missing.rate"
 
 

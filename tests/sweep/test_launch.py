@@ -14,7 +14,7 @@ from cmpt_lightning.sweep.plan import SweepSettings, parse_minutes
 from tests.helpers import cmpt as main
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = str(ROOT / "configs" / "demo.yaml")
+DEMO = str(ROOT / "configs" / "demo_random.yaml")
 RATE = "data.init_args.train_missing.rate"
 #: fixed overrides that keep a cell to a few seconds of CPU
 SMALL = {

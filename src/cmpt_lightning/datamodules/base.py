@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.utils.data import DataLoader
 
 from ..datasets.base import MultimodalDataset, Sample
+from ..datasets.cache_samples import CachedDataset
 from ..datasets.errors import DataValueError
 from ..datasets.records import RecordDataset
 from ..missing import MissingConfig, MissingPlan, availability_counts, combine_availability
@@ -252,7 +253,7 @@ class CMPTDataModule(LightningDataModule):
     def real_availability(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Which samples of ``split`` have an image and a text in the data itself."""
         dataset = self.datasets[split]
-        if isinstance(dataset, RecordDataset):
+        if isinstance(dataset, RecordDataset | CachedDataset):
             return dataset.availability()
         n = len(dataset)
         return torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
@@ -340,6 +341,18 @@ class CMPTDataModule(LightningDataModule):
         trainer = self.trainer
         return default_num_workers(trainer.num_devices if trainer is not None else 1)
 
+    def loader_options(self) -> dict[str, Any]:
+        """The DataLoader options of every loader (see :meth:`_loader`)."""
+        workers = self.loader_workers()
+        return {
+            "batch_size": self.batch_size,
+            "num_workers": workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": workers > 0,
+            "prefetch_factor": self.prefetch_factor if workers > 0 else None,
+            "drop_last": False,
+        }
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader[Sample]:
         """A DataLoader over ``split`` that keeps the model fed.
 
@@ -360,15 +373,7 @@ class CMPTDataModule(LightningDataModule):
             self.setup({"train": "fit", "val": "validate"}.get(split, split))
         dataset = self.datasets[split]
         dataset.pretokenize()
-        workers = self.loader_workers()
-        options: dict[str, Any] = {
-            "batch_size": self.batch_size,
-            "num_workers": workers,
-            "pin_memory": self.pin_memory,
-            "persistent_workers": workers > 0,
-            "prefetch_factor": self.prefetch_factor if workers > 0 else None,
-            "drop_last": False,
-        }
+        options = self.loader_options()
         if split != "train":
             return DataLoader(dataset, shuffle=shuffle, **options)
         # a pure function of (seed, epoch), resumable mid-epoch: see .loaders

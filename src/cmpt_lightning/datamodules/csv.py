@@ -20,7 +20,7 @@ from ..datasets.errors import DataValueError
 from ..datasets.labels import infer_classes
 from ..datasets.records import Record
 from ..tasks import Task
-from .files import FileDataModule, check_val_fraction
+from .files import FileDataModule, check_val_fraction, plain
 from .predict import PredictInput, PredictTable, check_predict, read_predict
 
 __all__ = ["MultimodalCSVDataModule"]
@@ -130,6 +130,20 @@ class MultimodalCSVDataModule(FileDataModule):
     def _infer_classes(self, source: Source) -> list[str]:
         labels = table_labels(self.root, source[0], self.columns, source[1])
         return infer_classes(labels, self.task, self.label_separator)
+
+    def data_settings(self) -> dict[str, Any]:
+        """The settings that decide the samples: the tables, columns, task, classes and carve."""
+        return {
+            **{f"{name}_file": file for name, file in self.files.items()},
+            "task": self.task.value,
+            "classes": self._classes,
+            "columns": plain(self.columns),
+            "label_separator": self.label_separator,
+            "val_fraction": self.val_fraction,
+            "split_seed": self.split_seed,
+            "on_bad_sample": self.on_bad_sample.value,
+            "allow_outside_root": self.allow_outside_root,
+        }
 
     # --- splits -------------------------------------------------------------------------------
     def source(self, split: str) -> Source | None:

@@ -11,18 +11,63 @@ their official sizes, its classes, how a split of the data module is read
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import os
 from abc import abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from torch.utils.data import DataLoader
+
+from ..datasets.base import MultimodalDataset, Sample
+from ..datasets.cache import CacheManifest, join_location, require_litdata
+from ..datasets.cache_samples import CachedDataset, SampleDecoder
 from ..datasets.checks import BadSample, CheckReport, ImageCheck, OnBadSample, find_bad_samples
 from ..datasets.checks import screen as screen_dataset
 from ..datasets.errors import DataValueError
 from ..datasets.records import Record, RecordDataset, stratified_split
 from .base import CMPTDataModule
+from .cache import CacheOrder, expected_manifest, open_manifest
 
-__all__ = ["FileDataModule", "check_val_fraction"]
+__all__ = ["CACHE_NEUTRAL", "FileDataModule", "check_val_fraction", "family_options", "plain"]
+
+#: Settings of a file family that do not change the samples of its splits: not compared when a
+#: cache is read (the raw root may be elsewhere on another machine; a cache is screened once).
+CACHE_NEUTRAL = frozenset(
+    {"root", "image_check", "check_threads", "predict_file", "cache", "cache_order"}
+)
+#: The settings every data module shares (batches, masks, model): not the family's own.
+SHARED = frozenset(inspect.signature(CMPTDataModule.__init__).parameters) - {"self"}
+
+
+def family_options(cls: type[CMPTDataModule]) -> list[str]:
+    """The constructor arguments of a data module class beyond the shared ones, in order."""
+    names: dict[str, None] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is not None and issubclass(klass, CMPTDataModule) and klass is not CMPTDataModule:
+            params = inspect.signature(init).parameters.values()
+            names.update((p.name, None) for p in params if p.kind is p.POSITIONAL_OR_KEYWORD)
+    return [name for name in names if name not in SHARED and name != "self"]
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON has it: enums by value, paths and other objects as strings."""
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
 
 _D = TypeVar("_D", bound=RecordDataset)
 
@@ -60,6 +105,17 @@ class FileDataModule(CMPTDataModule):
             that leads out of it is refused; a symlinked root itself is fine): such a sample is
             a bad sample naming its row and path, and its file is never opened. Set true for
             data that keeps its images elsewhere on purpose, and only for tables you trust.
+        cache: read the splits from this cache, written by ``cmpt data cache`` (a folder, or
+            an object-store URL litdata reads, e.g. ``s3://bucket/food101-vit-b-16``) instead
+            of the files under ``root``, which is then not read. The cache must have been
+            built with this module's split settings and for the model's image size and
+            tokenizer; otherwise setup stops, naming the cache's value and this run's.
+            Chunks fetched from an object store are kept in litdata's local folder
+            (``LITDATA_CACHE_DIR``). ``predict_file`` is still read from ``root``.
+        cache_order: the order of the training samples read from the cache: ``stream``
+            (litdata's chunk-wise shuffle and DDP sharding; resumes from the loader's state)
+            or ``exact`` (the same batches as from the files; for a cache on a local or
+            shared file system). See :class:`~cmpt_lightning.datamodules.cache.CacheOrder`.
         **kwargs: the shared settings of :class:`CMPTDataModule` (``batch_size``,
             ``num_workers``, ``train_missing``, ``eval_missing``, ...).
     """
@@ -80,6 +136,8 @@ class FileDataModule(CMPTDataModule):
         check_threads: int | None = None,
         on_bad_sample: OnBadSample | str = "error",
         allow_outside_root: bool = False,
+        cache: str | None = None,
+        cache_order: CacheOrder | str = "stream",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -90,6 +148,11 @@ class FileDataModule(CMPTDataModule):
         self.allow_outside_root = allow_outside_root
         #: The bad samples found in each split at setup (left out under ``on_bad_sample: skip``).
         self.bad_samples: dict[str, list[BadSample]] = {}
+        self.cache = None if cache is None else str(cache)
+        self.cache_order = CacheOrder.parse(cache_order, "cache_order")
+        self._manifest: CacheManifest | None = None
+        self._stream_loader: Any = None  # the cache's ``stream`` training loader, once made
+        self._stream_state: dict[str, Any] | None = None  # its position from a checkpoint
 
     # --- what a family provides -------------------------------------------------------------
     @property
@@ -118,16 +181,109 @@ class FileDataModule(CMPTDataModule):
     @property
     def num_classes(self) -> int:
         """Number of classes (linked to ``model.init_args.num_classes`` by the CLI)."""
-        return len(self.classes)
+        return len(self.class_names)
 
     @property
     def class_names(self) -> list[str]:
-        """Class names in label order."""
-        return list(self.classes)
+        """Class names in label order (the cache's, when reading one)."""
+        manifest = self.cache_manifest()
+        return list(self.classes if manifest is None else manifest.classes)
 
-    def build_split(self, split: str) -> RecordDataset:
-        """The dataset of ``split``, checked (see ``on_bad_sample``)."""
+    def build_split(self, split: str) -> MultimodalDataset:
+        """The dataset of ``split``: from the cache if given, else read and checked.
+
+        The files are screened (see ``on_bad_sample``); a cache was screened when it was built.
+        """
+        if self.cache is not None and not (split == "predict" and self.predict_file):
+            return self.cached_split(split)
         return self.screen(self.read_split(split), split)
+
+    # --- a cache instead of the files -----------------------------------------------------------
+    def data_settings(self) -> dict[str, Any]:
+        """The settings that decide the samples of the splits, as a cache's manifest has them.
+
+        The family's constructor arguments but :data:`CACHE_NEUTRAL`, read from the attributes
+        of the same names (a family that keeps them otherwise overrides this).
+        """
+        names = [n for n in family_options(type(self)) if n not in CACHE_NEUTRAL]
+        return {name: plain(getattr(self, name)) for name in names}
+
+    def expected_manifest(self) -> CacheManifest:
+        """The manifest of a cache of this module's splits for its model (no split counts)."""
+        return expected_manifest(
+            self.family,
+            self.data_settings(),
+            self.task.value,
+            self.clip_model,
+            self.image_transform(train=False),
+            self.tokenizer(),
+        )
+
+    def cache_manifest(self) -> CacheManifest | None:
+        """The manifest of :attr:`cache`, read and checked once; None without a cache.
+
+        Raises:
+            CacheNotFoundError: if there is no cache there.
+            CacheMismatchError: if it was built with other settings, or is incomplete.
+        """
+        if self.cache is None:
+            return None
+        if self._manifest is None:
+            self._manifest = open_manifest(self.cache, self.expected_manifest())
+        return self._manifest
+
+    def cache_decoder(self, train: bool) -> SampleDecoder:
+        """How this module turns the cache's items into Samples (training or evaluation)."""
+        manifest = self.cache_manifest()
+        if manifest is None:
+            msg = "cache_decoder needs a cache; this data module reads the files"
+            raise DataValueError(msg)
+        transform = self.image_transform(train=train)
+        return SampleDecoder(
+            manifest.image["storage"], self.image_size(), transform, manifest.image["steps"]
+        )
+
+    def cached_split(self, split: str) -> CachedDataset:
+        """The split ``split`` of :attr:`cache` (``predict``: its test split)."""
+        decoder = self.cache_decoder(train=split == "train")
+        return CachedDataset.open(str(self.cache), "test" if split == "predict" else split, decoder)
+
+    def train_dataloader(self) -> DataLoader[Sample]:
+        """Shuffled training batches (from a cache: in the order of ``cache_order``)."""
+        if self.cache is None or self.cache_order is CacheOrder.EXACT:
+            return super().train_dataloader()
+        if "train" not in self.datasets:
+            self.setup("fit")  # checks the cache and its training split
+        require_litdata()
+        from .streaming import streaming_train_loader
+
+        loader = streaming_train_loader(
+            join_location(self.cache, "train"),
+            self.cache_decoder(train=True),
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            epoch=self._current_epoch,
+            consumed=self._resume_offset,
+            options=self.loader_options(),
+        )
+        if self._stream_state is not None:  # restored from a checkpoint before the loader
+            loader.load_state_dict(self._stream_state)
+            self._stream_state = None
+        self._stream_loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The ``stream`` training loader's position, saved in checkpoints (else nothing).
+
+        Lightning restores a data module's state before the model asks for the training
+        loader (``estimated_stepping_batches``), so the loader resumes from it whenever it
+        is made; Lightning's own record of loader states is restored too late for that one.
+        """
+        loader = self._stream_loader
+        return {} if loader is None else {"cache_stream": loader.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the ``stream`` loader's position for the training loader (see state_dict)."""
+        self._stream_state = state_dict.get("cache_stream")
 
     def screen(self, dataset: _D, split: str) -> _D:
         """``dataset`` without its bad samples, or a ``BadSampleError`` listing them.

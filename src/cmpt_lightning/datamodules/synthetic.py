@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..datasets.errors import DataValueError
+from ..datasets.errors import DataValueError, require_at_least_one
 from ..datasets.synthetic import MAX_CLASSES, SyntheticDataset
 from .base import CMPTDataModule
 
@@ -48,14 +48,7 @@ class SyntheticDataModule(CMPTDataModule):
         if not 2 <= num_classes <= MAX_CLASSES:
             msg = f"num_classes must be in [2, {MAX_CLASSES}], got {num_classes!r}"
             raise DataValueError(msg)
-        for name, value in (
-            ("train_size", train_size),
-            ("val_size", val_size),
-            ("test_size", test_size),
-        ):
-            if value < 1:
-                msg = f"{name} must be >= 1, got {value!r}"
-                raise DataValueError(msg)
+        require_at_least_one(train_size=train_size, val_size=val_size, test_size=test_size)
         for name, noise in (("image_noise", image_noise), ("text_noise", text_noise)):
             if not 0.0 <= noise <= 1.0:
                 msg = f"{name} must be in [0, 1], got {noise!r}"

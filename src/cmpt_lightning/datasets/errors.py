@@ -19,6 +19,7 @@ __all__ = [
     "DataTypeError",
     "DataValueError",
     "DatasetNotFoundError",
+    "require_at_least_one",
 ]
 
 
@@ -86,3 +87,11 @@ class DataTypeError(UserInputError, TypeError):
 
 class DataFileNotFoundError(UserInputError, FileNotFoundError):
     """A file a data setting names (a split file, a class index) does not exist."""
+
+
+def require_at_least_one(**sizes: int) -> None:
+    """Raise :class:`DataValueError` naming the first of ``sizes`` (name=value) that is below 1."""
+    for name, value in sizes.items():
+        if value < 1:
+            msg = f"{name} must be >= 1, got {value!r}"
+            raise DataValueError(msg)

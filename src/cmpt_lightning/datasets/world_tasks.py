@@ -53,7 +53,7 @@ from torch.utils.data import Dataset
 
 from ..choices import Choice
 from ..tasks import Task
-from .base import MultimodalDataset
+from .base import MultimodalDataset, Sample
 from .world import VALUES, VISUAL, Caption, Scene, World
 
 __all__ = [
@@ -108,6 +108,8 @@ class WorldDataset(MultimodalDataset):
         image_size: (H, W) of the transform's output, for the zeros of an absent image.
         world: the generator; None builds ``World(seed)``.
         seed: the world's seed when ``world`` is None.
+        memoize: keep every generated sample in memory (per process), so that later epochs
+            do not render it again; only for deterministic transforms (no augmentation).
     """
 
     task: ClassVar[WorldTask]
@@ -123,8 +125,11 @@ class WorldDataset(MultimodalDataset):
         *,
         world: World | None = None,
         seed: int = 0,
+        memoize: bool = False,
     ) -> None:
         super().__init__(image_transform, tokenizer, image_size)
+        self.memoize = memoize
+        self._memo: dict[int, Sample] = {}
         if num_samples < 1:
             msg = f"num_samples must be >= 1, got {num_samples!r}"
             raise ValueError(msg)
@@ -162,6 +167,14 @@ class WorldDataset(MultimodalDataset):
     def ceilings(self) -> dict[str, float]:
         """This task's Bayes ceilings on this world (see :func:`ceilings`)."""
         return ceilings(self.task, self.world)
+
+    def __getitem__(self, index: int) -> Sample:
+        """The sample ``index`` (see :class:`MultimodalDataset`), generated once if memoized."""
+        if not self.memoize:
+            return super().__getitem__(index)
+        if index not in self._memo:
+            self._memo[index] = super().__getitem__(index)
+        return self._memo[index]
 
 
 class WorldObjectsDataset(WorldDataset):

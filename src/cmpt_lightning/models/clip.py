@@ -1,7 +1,11 @@
 """Building open_clip models, tokenizers and image transforms by name, offline-friendly.
 
 The package ships its own open_clip model configs (``cmpt-tiny`` for tests and the demo) and
-registers them with :func:`open_clip.add_model_config` when this module is imported.
+registers them with :func:`open_clip.add_model_config` when this module is imported. It also
+ships pretrained weights for them, registered as open_clip pretrained tags
+(:data:`PACKAGE_WEIGHTS`: ``cmpt-tiny`` / ``world``, a CLIP pretrained on the procedural world
+by ``scripts/pretrain_world_clip.py``), so ``pretrained: world`` goes through the same path as
+``pretrained: openai``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from .errors import PretrainedWeightsError, UnknownPretrainedError
 
 __all__ = [
     "CONFIG_DIR",
+    "PACKAGE_WEIGHTS",
+    "WEIGHTS_DIR",
     "WeightsFileNotFoundError",
     "build_clip",
     "build_image_transform",
@@ -42,6 +48,19 @@ log = logging.getLogger(__name__)
 #: Folder of the open_clip model configs shipped with the package.
 CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(CONFIG_DIR)
+
+#: Folder of the pretrained weights shipped with the package.
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: The package's pretrained weights: architecture -> tag -> file in :data:`WEIGHTS_DIR`.
+PACKAGE_WEIGHTS: dict[str, dict[str, str]] = {
+    "cmpt-tiny": {"world": "cmpt-tiny-world.safetensors"},
+}
+for _model, _tags in PACKAGE_WEIGHTS.items():
+    for _tag, _file in _tags.items():
+        # open_clip's own registry: `file` entries are loaded from disk, never downloaded
+        open_clip.pretrained._PRETRAINED.setdefault(_model, {})[_tag] = open_clip.pretrained._pcfg(
+            file=str(WEIGHTS_DIR / _file)
+        )
 
 _LOCAL_DIR = "local-dir:"
 
@@ -190,6 +209,9 @@ def _check_pretrained(model_name: str, pretrained: str, cache_dir: str | None) -
             tags = open_clip.list_pretrained_tags_by_model(model_name)
             raise UnknownPretrainedError(model_name, pretrained, tags)
         return
+    if "file" in cfg and not os.path.isfile(cfg["file"]):
+        reason = f"its weights file {cfg['file']!r} is missing; reinstall cmpt-lightning"
+        raise PretrainedWeightsError(model_name, pretrained, reason)
     hf_hub = cfg.get("hf_hub")
     if "file" in cfg or not hf_hub:
         return  # a local file, or a plain URL that open_clip downloads itself

@@ -23,7 +23,9 @@ class CMPTFeatures:
     """Per-sample embeddings, all [B, D] in the shared CLIP space, plus the masks [B].
 
     Rows that were not computed are zeros: ``image`` and ``text_proxy`` where the image is
-    absent, ``text`` and ``image_proxy`` where the text is absent.
+    absent, ``text`` and ``image_proxy`` where the text is absent. For a baseline the two
+    "proxies" are its stand-ins (zeros, learned vectors, or for ``cross_copy`` the sample's
+    other real embedding: ``text_proxy`` is ``image`` and ``image_proxy`` is ``text``).
 
     Attributes:
         image: real image class embedding (``encode_image(normalize=False)``).
@@ -62,6 +64,23 @@ def _scatter_rows(rows: torch.Tensor | None, values: torch.Tensor, batch: int) -
     return out.index_copy(0, rows, values)
 
 
+def _run_tower(
+    tower: Any, inputs: torch.Tensor, rows: torch.Tensor | None, proxy: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Encode the ``rows`` of ``inputs`` (all of them if None); outputs [n rows, D].
+
+    An empty selection still runs the tower, so every adapter takes part in the graph (with
+    zero gradient); it runs on one row, whose outputs are dropped, because open_clip's patch
+    embedding cannot reshape an empty batch of images.
+    """
+    if rows is None:
+        return tower(inputs, proxy)
+    if rows.numel() > 0:
+        return tower(inputs.index_select(0, rows), proxy)
+    real, proxy_out = tower(inputs[:1], proxy)
+    return real[:0], None if proxy_out is None else proxy_out[:0]  # shape = [0, D]
+
+
 def _keep_rows(values: torch.Tensor, keep: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
     """Zero the rows not in ``keep`` when the whole batch was encoded (``rows`` is None)."""
     if rows is not None:  # only the kept rows were encoded; the others are zeros already
@@ -83,7 +102,8 @@ class CMPTModel(nn.Module):
     protocol simulates the absence). It is never encoded into the output: in training mode
     (with ``skip_absent``) the tower does not run on it at all; in eval mode the tower runs on
     the whole batch, so that a sample's numbers do not depend on which other samples are
-    masked, and the absent rows are discarded.
+    masked, and the absent rows are discarded; with ``skip_absent_eval`` eval mode skips them
+    too (only the present rows are gathered, encoded and scattered back).
 
     Args:
         clip: an open_clip model name (``ViT-B-16``, ``cmpt-tiny``, ``local-dir:/path``) or an
@@ -100,14 +120,26 @@ class CMPTModel(nn.Module):
         fusion: ``gated``, ``concat`` or ``sum``.
         method: ``cmpt``, or a baseline that uses no proxies (the towers run exactly as
             open_clip's): ``zero_fill`` (an absent modality's embedding is zeros),
-            ``learned_token`` (one learned vector per modality) or ``modality_dropout``
-            (zeros; the LightningModule adds training-time modality dropout).
+            ``learned_token`` (one learned vector per modality), ``modality_dropout``
+            (zeros; the LightningModule adds training-time modality dropout) or
+            ``cross_copy`` (an absent modality's embedding is the present modality's own CLIP
+            embedding, after the towers' final projections, where CLIP aligns the two).
         skip_absent: in training, run each tower only on the samples that have its input.
+        skip_absent_eval: in eval mode (validation, test, predict), also run each tower only
+            on the samples that have its input, for prediction on data where a modality is
+            often missing (``benchmarks/skip_towers.py`` measures the saving). The logits are
+            the same up to floating-point rounding; the trade-off is that a sample's numbers
+            then depend on which other samples of its batch lack a modality (the towers'
+            matrix products see other shapes), by float32 rounding (~1e-7) and by more under
+            bf16 or TF32. Off (the default), every row goes through both towers and the
+            absent rows are discarded, so results do not depend on the batch's composition.
         grad_checkpointing: recompute the towers' activations in the backward pass.
         compile_towers: run both towers through ``torch.compile`` (compiled lazily on first use,
             not pickled; varying batch sizes under ``skip_absent`` cause recompilations, which
             ``dynamic`` shapes keep few).
     """
+
+    skip_absent_eval: bool = False  # the value of models pickled before the setting existed
 
     def __init__(
         self,
@@ -124,6 +156,7 @@ class CMPTModel(nn.Module):
         fusion: Fusion | str = Fusion.GATED,
         method: Method | str = Method.CMPT,
         skip_absent: bool = True,
+        skip_absent_eval: bool = False,
         grad_checkpointing: bool = False,
         compile_towers: bool = False,
     ) -> None:
@@ -167,6 +200,7 @@ class CMPTModel(nn.Module):
             )
         self.num_classes = num_classes
         self.skip_absent = skip_absent
+        self.skip_absent_eval = skip_absent_eval
         self.compile_towers = compile_towers
         self._compiled: dict[str, Any] = {}
         if grad_checkpointing:
@@ -227,9 +261,11 @@ class CMPTModel(nn.Module):
 
     def _rows(self, present: torch.Tensor) -> torch.Tensor | None:
         """Rows to encode: the present ones when skipping absent inputs, else None (all)."""
-        if self.training and self.skip_absent:
-            return present.nonzero().flatten()
-        return None
+        skip = self.skip_absent if self.training else self.skip_absent_eval
+        if not skip:
+            return None
+        rows = present.nonzero().flatten()  # shape = [n present]
+        return None if rows.numel() == present.numel() else rows  # all present: no gather
 
     def encode(
         self,
@@ -256,15 +292,14 @@ class CMPTModel(nn.Module):
         batch = images.shape[0]
         img_rows = self._rows(image_present)
         txt_rows = self._rows(text_present)
-        img_in = images if img_rows is None else images.index_select(0, img_rows)
-        txt_in = texts if txt_rows is None else texts.index_select(0, txt_rows)
-        # an empty selection still runs (on 0 rows), so every adapter takes part in the graph
-        image, text_proxy = self._tower("vision")(img_in, self.head.text_proxy_token)
-        text, image_proxy = self._tower("text")(txt_in, self.head.image_proxy_token)
+        # gather the rows to encode, run each tower on them (scattered back below)
+        vision, text_tower = self._tower("vision"), self._tower("text")
+        image, text_proxy = _run_tower(vision, images, img_rows, self.head.text_proxy_token)
+        text, image_proxy = _run_tower(text_tower, texts, txt_rows, self.head.image_proxy_token)
         image = _keep_rows(_scatter_rows(img_rows, image, batch), image_present, img_rows)
         text = _keep_rows(_scatter_rows(txt_rows, text, batch), text_present, txt_rows)
-        if text_proxy is None or image_proxy is None:  # a baseline: fixed substitutes
-            text_sub, image_sub = self.head.substitutes(batch, image)
+        if text_proxy is None or image_proxy is None:  # a baseline: its stand-ins
+            text_sub, image_sub = self.head.stand_ins(image, text)
             return CMPTFeatures(image, text, text_sub, image_sub, image_present, text_present)
         text_proxy = _scatter_rows(img_rows, self.head.text_proxy_map(text_proxy), batch)
         image_proxy = _scatter_rows(txt_rows, self.head.image_proxy_map(image_proxy), batch)

@@ -25,6 +25,7 @@ class Method(Choice):
     ZERO_FILL = "zero_fill"  # zeros (as deep correlated prompting does)
     LEARNED_TOKEN = "learned_token"  # one learned vector per modality, the same for every sample
     MODALITY_DROPOUT = "modality_dropout"  # zeros, trained with random modality dropout
+    CROSS_COPY = "cross_copy"  # the present modality's own CLIP embedding (shared space)
 
     @property
     def uses_proxies(self) -> bool:
@@ -69,7 +70,9 @@ class ProxyTokenHead(nn.Module):
         image_proxy_init: initial value of ``image_proxy_token`` (default: small random).
         method: ``cmpt`` (proxies and their maps) or a baseline: ``zero_fill`` and
             ``modality_dropout`` (no extra parameters), ``learned_token`` (one learned [D]
-            vector per modality, ``missing_image`` and ``missing_text``).
+            vector per modality, ``missing_image`` and ``missing_text``), ``cross_copy`` (no
+            extra parameters: the absent side is the present side's own embedding, see
+            :meth:`stand_ins`).
     """
 
     def __init__(
@@ -116,13 +119,18 @@ class ProxyTokenHead(nn.Module):
         self.classifier = nn.Linear(in_features, num_outputs)
 
     def substitutes(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A baseline's stand-ins for an absent (text, image), each [batch, D].
+        """A baseline's fixed stand-ins for an absent (text, image), each [batch, D].
 
         Zeros for ``zero_fill`` / ``modality_dropout``, the learned vectors for
-        ``learned_token``. Not defined for ``cmpt``, whose stand-ins are computed proxies.
+        ``learned_token``. Not defined for ``cmpt``, whose stand-ins are computed proxies, nor
+        for ``cross_copy``, whose stand-ins are the sample's own embeddings (see
+        :meth:`stand_ins`, which covers every baseline).
         """
         if self.method.uses_proxies:
             msg = "CMPT's stand-ins are the proxies computed by the towers, not fixed substitutes"
+            raise RuntimeError(msg)
+        if self.method is Method.CROSS_COPY:
+            msg = "cross_copy's stand-ins are each sample's other embedding; use stand_ins"
             raise RuntimeError(msg)
         if self.missing_text is not None and self.missing_image is not None:
             text = self.missing_text.to(like.dtype).expand(batch, -1)
@@ -130,6 +138,26 @@ class ProxyTokenHead(nn.Module):
             return text, image
         zeros = like.new_zeros(batch, self.embed_dim)
         return zeros, zeros
+
+    def stand_ins(
+        self, image: torch.Tensor, text: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A baseline's stand-ins for an absent (text, image), each [B, D], from the embeddings.
+
+        ``image`` and ``text`` [B, D] are the real embeddings ``h_V`` and ``h_T`` after each
+        tower's final projection (``encode_image`` / ``encode_text``, unnormalised): the space
+        in which CLIP's contrastive pretraining aligns the two towers. ``cross_copy`` returns
+        ``(image, text)``: an absent text is replaced by the sample's image embedding
+        (``b = h_V``) and an absent image by its text embedding (``a = h_T``), with their
+        gradients (the present tower is trained through both sides of the fusion). Any other
+        earlier point of the towers (their residual widths, before ``ln`` and projection)
+        would not be comparable. CLIP aligns the directions (cosine similarity), not the
+        norms: the copy is the raw embedding, as the fusion sees the real ones. The other
+        baselines return :meth:`substitutes`.
+        """
+        if self.method is Method.CROSS_COPY:
+            return image, text
+        return self.substitutes(image.shape[0], image)
 
     def fuse(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Fuse the image-side ``a`` [B, D] and text-side ``b`` [B, D] vectors."""
