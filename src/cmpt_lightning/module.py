@@ -70,7 +70,7 @@ class CMPTModule(LightningModule):
         warmup_ratio: fraction of the training steps used for warm-up by the default schedule.
         head_lr_scale: the learning rate of the head (proxy tokens, their output maps, fusion,
             classifier) as a multiple of the optimizer's; > 1 helps the identity-initialised
-            output maps catch up with the alignment target (see docs/results/README.md).
+            output maps catch up with the alignment target (see docs/results/synthetic/README.md).
         test_grid: at test time, also evaluate every (missing rate, missing type) cell of this
             grid from the same single pass, and write ``sweep.csv``, ``sweep.json`` and
             ``sweep.png`` to the run directory; each cell equals a test run configured with that
