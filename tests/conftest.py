@@ -28,3 +28,19 @@ def batch(tokenizer):
     images = torch.randn(4, 3, 32, 32, generator=gen)
     texts = tokenizer(["a red square", "a much longer caption about a blue circle", "hi", "x y z"])
     return images, texts
+
+
+@pytest.fixture(scope="session")
+def pretrain_script():
+    """``scripts/pretrain_world_clip.py``, imported as a module (scripts are not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_world_clip.py"
+    spec = importlib.util.spec_from_file_location("pretrain_world_clip", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]

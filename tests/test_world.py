@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,6 @@ from cmpt_lightning.datasets.world_tasks import (
 )
 from cmpt_lightning.models import build_image_transform
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_world_clip.py"
 N = 400  # samples for the rate checks: a rate of 0.5 has a standard error of 0.025
 
 
@@ -174,14 +171,9 @@ def test_pairs_and_bad_settings(transform):
         World(greyscale=1.5)
 
 
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("pretrain_world_clip", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+@pytest.fixture
+def script(pretrain_script):
+    return pretrain_script
 
 
 def test_bayes_recall_breaks_ties_at_random(script):

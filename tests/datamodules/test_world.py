@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import open_clip
@@ -19,7 +17,6 @@ from cmpt_lightning.models.clip import PACKAGE_WEIGHTS, WEIGHTS_DIR, build_clip
 from cmpt_lightning.models.errors import PretrainedWeightsError
 from cmpt_lightning.tasks import Task
 
-ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = WEIGHTS_DIR / PACKAGE_WEIGHTS["cmpt-tiny"]["world"]
 
 
@@ -96,21 +93,11 @@ def test_a_missing_package_weights_file_is_one_clear_error(monkeypatch, tmp_path
         build_clip("cmpt-tiny", "world")
 
 
-@pytest.fixture(scope="module")
-def script():
-    path = ROOT / "scripts" / "pretrain_world_clip.py"
-    spec = importlib.util.spec_from_file_location("pretrain_world_clip_check", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
-
-
-def test_the_shipped_weights_have_the_reported_held_out_recall(script):
+def test_the_shipped_weights_have_the_reported_held_out_recall(pretrain_script):
     """The shipped report's recall is that of the shipped file, on the script's own held-out
     pairs (the towers are aligned: far above chance)."""
     report = json.loads(WEIGHTS.with_suffix(".json").read_text())
+    script = pretrain_script
     config = script.PretrainConfig(**report["config"])
     measured = script.evaluate(build_clip("cmpt-tiny", "world"), script.World(config.seed), config)
     for direction, stored in report["recall"].items():
