@@ -98,11 +98,12 @@ def render_help(path: tuple[str, ...]) -> str | None:
 
 def _help(path: tuple[str, ...]) -> str | None:
     """The help page of ``path``: remembered, else rendered (and remembered when possible)."""
-    text = cli_help.lookup(path)
+    key = cli_help.help_key()  # hashes the package's sources: once per request
+    text = cli_help.lookup(path, key)
     if text is None:
         text = render_help(path)
         if text is not None:
-            cli_help.remember(path, text)
+            cli_help.remember(path, text, key)
     return text
 
 
