@@ -98,6 +98,22 @@ def autocast(
     return contextlib.nullcontext
 
 
+def store_frozen(model: CMPTModel, precision: str) -> str:
+    """Store the frozen tower weights as ``CMPTModule.setup`` does for ``precision``.
+
+    bf16 frozen weights under ``bf16`` where the checkout has
+    ``cmpt_lightning.models.precision.cast_frozen`` (issue 21), fp32 otherwise. Returns the
+    dtype they are stored in (``bf16`` or ``fp32``), for the report.
+    """
+    try:
+        from cmpt_lightning.models.precision import cast_frozen
+    except ImportError:  # a checkout from before bf16 frozen weights
+        return "fp32"
+    bf16 = precision == "bf16"
+    cast_frozen(model.clip, torch.bfloat16 if bf16 else torch.float32)
+    return "bf16" if bf16 else "fp32"
+
+
 def _optimizer(module: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
 

@@ -52,6 +52,7 @@ def interleaved(
     repeats: int,
     warmup: int,
     sync: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Timings:
     """Time each variant ``repeats`` times, interleaved, after ``warmup`` untimed calls each.
 
@@ -60,6 +61,8 @@ def interleaved(
         repeats: timed rounds; each round calls every variant once.
         warmup: untimed calls of each variant before the first round.
         sync: waits for queued device work, called around every timed call.
+        clock: the clock read before and after each call (``time.thread_time``: the CPU time
+            of the calling thread, which other processes on shared cores disturb least).
 
     Returns:
         The seconds of every call, per variant.
@@ -74,8 +77,8 @@ def interleaved(
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             sync()
-            start = time.perf_counter()
+            start = clock()
             variants[name]()
             sync()
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(clock() - start)
     return Timings(seconds)

@@ -39,6 +39,8 @@ from cmpt_lightning.datamodules.food101 import Food101DataModule
 FULL = {"model": "ViT-B-16", "batch_size": 4, "repeats": 5, "warmup": 1, "images": 256}
 QUICK = {"model": "ViT-B-16", "batch_size": 4, "repeats": 3, "warmup": 1, "images": 96}
 PATHS = ("JPEG files", "cache, uint8", "cache, jpeg")
+#: The image batch of each measured loader's second epoch (its dtype and bytes are reported).
+_LOADED: dict[int, torch.Tensor] = {}
 
 
 def _module(
@@ -57,7 +59,7 @@ def _module(
 
 
 def _loader_rate(loader: DataLoader) -> float:
-    """Samples/s of the loader's second epoch, from its first batch on.
+    """Samples/s of the loader's second epoch, from its first batch on (records its images).
 
     The clock starts at the first batch, so that starting the worker (once per run for the
     files' persistent workers, once per epoch for litdata's) is not counted: an epoch of a
@@ -66,7 +68,8 @@ def _loader_rate(loader: DataLoader) -> float:
     for _ in loader:
         pass
     iterator = iter(loader)
-    next(iterator)
+    first = next(iterator)
+    _LOADED[id(loader)] = first["image"]
     start = time.perf_counter()
     seen = sum(len(batch["id"]) for batch in iterator)
     return seen / (time.perf_counter() - start)
@@ -116,7 +119,11 @@ def main(argv: list[str] | None = None) -> Report:
             repeats=args.repeats,
             warmup=args.warmup,
         )
-        loaders = {name: _loader_rate(modules[name].train_dataloader()) for name in PATHS}
+        loaders, images = {}, {}
+        for name in PATHS:
+            loader = modules[name].train_dataloader()
+            loaders[name] = _loader_rate(loader)
+            images[name] = _LOADED[id(loader)]
         streams = {}
         for storage in ("uint8", "jpeg"):
             dm = _module(root, args.model, caches / storage, "stream", batch)
@@ -143,6 +150,7 @@ def main(argv: list[str] | None = None) -> Report:
         columns=[
             "path",
             "KiB per sample",
+            "image from the loader",
             "ms per sample",
             "samples/s per worker",
             "x JPEG path",
@@ -156,6 +164,8 @@ def main(argv: list[str] | None = None) -> Report:
             [
                 label,
                 fmt(kib[name], 3),
+                f"{str(images[name].dtype).replace('torch.', '')}, "
+                f"{images[name][0].numel() * images[name].element_size() / 1024:.4g} KiB",
                 fmt(1000 / per_worker, 3),
                 fmt(per_worker, 4),
                 fmt(per_worker / reference, 3),

@@ -119,3 +119,41 @@ def test_help_imports_neither_torch_nor_lightning(tmp_path):
         assert run.returncode == 0, run.stderr
         assert "Validate a dataset download" in run.stdout
     assert "HEAVY []" in runs[1].stderr, runs[1].stderr
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[" * 100_000,  # crafted: json.loads raises RecursionError
+        '{"key": ',  # cut short
+        "\udcff not utf-8",
+        "[]",
+        '{"key": KEY, "pages": ["study"]}',
+        '{"key": KEY, "pages": {"study": 5}}',
+        '{"key": KEY, "pages": {"study": "a page"}, "padding": "PAD"}',  # over MAX_BYTES
+    ],
+    ids=["deep", "cut", "not utf-8", "a list", "pages a list", "page a number", "huge"],
+)
+def test_a_corrupt_help_cache_entry_is_a_miss_and_is_rewritten(content, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli_help, "SNAPSHOT", tmp_path / "absent.json")
+    monkeypatch.setattr(cli_help, "MAX_BYTES", 1000)
+    monkeypatch.setenv("CMPT_CACHE_DIR", str(tmp_path))
+    key = cli_help.help_key()
+    file = cli_help._cache_file(key)
+    text = content.replace("KEY", json.dumps(key)).replace("PAD", "x" * 1000)
+    file.write_bytes(text.encode("utf-8", errors="surrogateescape"))
+    assert cli_help.lookup(("study",), key) is None
+    assert cli_help.remember(("study",), "the page", key)
+    assert cli_help.lookup(("study",), key) == "the page"
+
+
+def test_cmpt_help_renders_over_a_crafted_cache_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli_help, "SNAPSHOT", tmp_path / "absent.json")
+    monkeypatch.setenv("CMPT_CACHE_DIR", str(tmp_path))
+    file = cli_help._cache_file(cli_help.help_key())
+    file.write_text("[" * 100_000)
+    with pytest.raises(SystemExit) as exc:
+        main(["study", "--help"])
+    assert exc.value.code == 0
+    assert "--variants" in capsys.readouterr().out
+    assert "--variants" in json.loads(file.read_text())["pages"]["study"]  # rewritten

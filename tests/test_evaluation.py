@@ -92,6 +92,14 @@ def test_test_grid_writes_csv_json_png_with_schema(trained, tmp_path):
         "count_image_only",
         "count_text_only",
         "count_spared",
+        "proxy_cos_text",  # the proxy diagnostics of method cmpt (absent for baselines)
+        "proxy_mse_text",
+        "proxy_r1_text",
+        "count_proxy_text",
+        "proxy_cos_image",
+        "proxy_mse_image",
+        "proxy_r1_image",
+        "count_proxy_image",
     ]
     payload = json.loads((tmp_path / "sweep.json").read_text())
     assert payload["settings"]["seed"] == 0 and payload["main_metric"] == "acc"
@@ -289,6 +297,17 @@ def _cmpt(args, cwd):
     return result
 
 
+def _assert_equal_but_proxy_close(rows, others):
+    assert len(rows) == len(others)
+    for row, other in zip(rows, others, strict=True):
+        assert row.keys() == other.keys()
+        for key, value in row.items():
+            if "proxy_" in key and "count_" not in key:
+                assert float(other[key]) == pytest.approx(float(value), rel=1e-4, nan_ok=True), key
+            else:
+                assert other[key] == value, key
+
+
 def test_ddp_two_processes_equal_one_process(tmp_path):
     """Exact evaluation under DDP (gloo, 2 CPU processes) on a set of odd size."""
     common = [
@@ -324,7 +343,10 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
         (cells,) = root.rglob("sweep.csv")
         (metrics,) = root.rglob("metrics.csv")
         outputs[devices] = (cells.read_text(), metrics.read_text())
-    assert outputs[1][0] == outputs[2][0]
+    # the proxy diagnostics are means of float embeddings, which other batch compositions
+    # change in the last bits: equal to a tolerance; everything else exactly
+    rows = [list(csv.DictReader(o[0].splitlines())) for o in (outputs[1], outputs[2])]
+    _assert_equal_but_proxy_close(*rows)
     single, double = (
         {
             k: v
@@ -334,8 +356,9 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
         }
         for _, m in (outputs[1], outputs[2])
     )
+    _assert_equal_but_proxy_close([single], [double])
     assert (
-        single == double
+        single.keys() == double.keys()
         and float(single["test/count_complete"])
         + float(single["test/count_image_only"])
         + float(single["test/count_text_only"])

@@ -129,7 +129,16 @@ def test_a_killed_sweep_cell_retried_ends_like_an_uninterrupted_one(tmp_path, mo
         cell = tmp_path / name / "default"
         done = json.loads((cell / "DONE").read_text())
         results[name] = (cell / done["sweep_csv"]).read_text()
-    assert results["killed"] == results["uninterrupted"]
+    killed, uninterrupted = (list(csv.DictReader(results[k].splitlines())) for k in results)
+    assert [list(row) for row in killed] == [list(row) for row in uninterrupted]
+    for got, want in zip(killed, uninterrupted, strict=True):
+        for key, value in want.items():
+            if key.startswith("proxy_") and value != "nan":
+                # means of float distances: the cell's own process and the in-process run use
+                # different thread counts, which move their last bits (accuracies are exact)
+                assert float(got[key]) == pytest.approx(float(value), rel=1e-5), key
+            else:
+                assert got[key] == value, key
 
 
 def _csv_run(tmp_path, edit) -> tuple[int, str]:

@@ -8,14 +8,23 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cmpt_lightning"
 #: The layers, bottom up (README, "How the code is laid out"); a module belongs to the first
 #: entry its dotted name starts with.
 LAYERS = [
-    ("choices", "tasks", "errors"),
+    ("choices", "tasks", "errors", "notices"),
     ("models",),
-    ("missing", "evaluation", "losses", "metrics", "schedules"),
+    (
+        "missing",
+        "mechanisms",
+        "evaluation",
+        "losses",
+        "metrics",
+        "thresholds",
+        "diagnostics",
+        "schedules",
+    ),
     ("datasets",),
     ("datamodules",),
     ("module", "checkpoint_state"),
     ("callbacks", "checkpoints", "checkpoint_io"),
-    ("cli", "cli_errors", "cli_legacy", "cli_help"),
+    ("cli", "cli_errors", "cli_legacy", "cli_help", "cli_suggest", "help_text"),
     ("sweep", "study", "datacheck", "cache_command"),
     ("main", "__main__", "__init__"),
 ]

@@ -21,7 +21,7 @@ def test_metrics_per_task():
     ml = compute_metrics(
         "multilabel", logits, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), 2
     )
-    assert set(ml) == {"f1_macro", "f1_micro", "f1_weighted", "f1_samples"}
+    assert set(ml) == {"f1_macro", "f1_micro", "f1_weighted", "f1_samples", "map", "auroc_macro"}
     assert abs(ml["f1_micro"] - 6 / 7) < 1e-6  # tp 3, fp 0, fn 1
     binary = compute_metrics(
         "binary", torch.tensor([[1.0], [-1.0], [2.0]]), torch.tensor([1, 0, 0]), 1
@@ -43,3 +43,27 @@ def test_availability_case_masks():
         [False, True, False, False],
         [False, False, True, False],
     ]
+
+
+def test_multilabel_ranking_metrics_and_tuned_f1():
+    # class 0 ranks its positive first (AP 1, AUROC 1); class 1 ranks its positive last
+    # (AP 1/3: precision 1/3 at its only positive; AUROC 0); class 2 has no positive (left out)
+    probs = torch.tensor([[0.9, 0.2, 0.1], [0.4, 0.3, 0.1], [0.3, 0.1, 0.1]])
+    logits = torch.logit(probs)
+    target = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    ml = compute_metrics("multilabel", logits, target, 3)
+    assert abs(ml["map"] - (1 + 1 / 3) / 2) < 1e-6
+    assert abs(ml["auroc_macro"] - 0.5) < 1e-6
+    assert "f1_macro_tuned" not in ml
+    # thresholds below class 1's positive score predict it; the F1 at 0.5 keeps its value
+    tuned = compute_metrics("multilabel", logits, target, 3, torch.tensor([0.5, 0.05, 0.5]))
+    assert tuned["f1_macro"] == ml["f1_macro"]
+    assert abs(ml["f1_macro"] - 1 / 3) < 1e-6  # class 0: 1, class 1: 0, class 2: 0
+    assert abs(tuned["f1_macro_tuned"] - (1 + 0.5) / 3) < 1e-6  # class 1: 3 predicted, 1 tp
+    assert {"f1_micro_tuned", "f1_weighted_tuned", "f1_samples_tuned"} <= set(tuned)
+
+
+def test_multilabel_metrics_of_an_empty_set_are_nan():
+    empty = compute_metrics("multilabel", torch.zeros(0, 3), torch.zeros(0, 3), 3, torch.ones(3))
+    assert {"f1_macro_tuned", "map", "auroc_macro"} <= set(empty)
+    assert all(v != v for v in empty.values())

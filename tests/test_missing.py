@@ -163,3 +163,29 @@ def test_case_index_and_counts():
         "neither": 1,
         "total": 5,
     }
+
+
+#: sha256 of today's (mcar) masks over seeds, types, rates, epochs and groups, as computed by
+#: the code before missing.mechanism existed: the default must stay bit-identical.
+MCAR_MASKS_SHA256 = "d3f1178fe68a0eadf98d69f35317ae0748f44938820e3daf9399a3cba5bdbd80"
+
+
+def test_default_mechanism_keeps_todays_masks_bit_identical():
+    digest = hashlib.sha256()
+    ids = [f"s{i}" for i in range(257)]
+    for seed in (0, 7):
+        for kind in ("text", "image", "both"):
+            for rate in (0.0, 0.29, 0.5, 1.0):
+                for epoch in (None, 3):
+                    config = MissingConfig(
+                        rate=rate, type=kind, seed=seed, resample_each_epoch=epoch is not None
+                    )
+                    assert config.mechanism == "mcar"
+                    img, txt = config.masks(ids, epoch=epoch)
+                    digest.update(img.numpy().tobytes())
+                    digest.update(txt.numpy().tobytes())
+    groups = [i // 3 for i in range(257)]
+    img, txt = MissingPlan(ids, seed=1, groups=groups).masks(0.4, "both", both_ratio=0.3)
+    digest.update(img.numpy().tobytes())
+    digest.update(txt.numpy().tobytes())
+    assert digest.hexdigest() == MCAR_MASKS_SHA256

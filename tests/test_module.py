@@ -304,6 +304,7 @@ FORWARDED = [
     "pretrained",
     "quick_gelu",
     "init_seed",
+    "tower_seed",
     "lora_rank",
     "lora_alpha",
     "lora_dropout",
@@ -330,6 +331,8 @@ def test_forwarded_model_settings_are_typed_options_and_saved_with_defaults():
     assert {name: hparams[name] for name in FORWARDED} == {
         **{name: signature[name].default for name in FORWARDED},
         "lora_alpha": 2.0,
+        "init_seed": int(os.environ.get("PL_GLOBAL_SEED", 0)),  # saved as resolved
+        "tower_seed": 0,
     }
     with pytest.raises(TypeError, match=r"unknown arguments \['lora_rnak'\].*lora_rank"):
         CMPTModule(num_classes=3, lora_rnak=2)

@@ -37,3 +37,20 @@ def test_readme_has_the_two_setup_commands_and_ci_runs_the_test_one():
     )
     assert "HF_HUB_OFFLINE=1 python -m pytest" in ci
     assert "cmpt fit --config configs/demo.yaml" in README
+
+
+def test_readme_model_example_runs():
+    """The plain-PyTorch `CMPTModel` example: built, tokenized, preprocessed and called as shown."""
+    block = re.search(
+        r"<!-- model-example:start -->\n```python\n(.*?)```\n<!-- model-example:end -->",
+        README,
+        re.S,
+    )
+    assert block, "the README lost its tested CMPTModel example"
+    namespace: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    out, model = namespace["out"], namespace["model"]
+    assert out.logits.shape == (2, 101)
+    assert namespace["token_ids"].shape == (2, model.text_tower.context_length)
+    assert out.features.image.shape == (2, model.embed_dim)
+    assert not out.features.image[1].any()  # the absent image: zeros, as the comment says

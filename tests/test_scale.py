@@ -71,7 +71,9 @@ def test_bf16_mixed_fit_and_test_on_cpu(tmp_path):
     trainer.fit(module, datamodule=data)
     metrics = trainer.test(module, datamodule=data, verbose=False)[0]
     assert torch.isfinite(torch.tensor(metrics["test/loss"]))
-    assert all(p.dtype == torch.float32 for p in module.parameters())  # mixed, not converted
+    # mixed, not converted: the trainable weights stay fp32 (the frozen towers are stored in
+    # bf16, see tests/models/test_precision.py)
+    assert all(p.dtype == torch.float32 for p in module.parameters() if p.requires_grad)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(batch):

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from cmpt_lightning.study import VARIANTS, StudyGrid, run_study, study_grid
-from cmpt_lightning.sweep.grid import load_grid
+from cmpt_lightning.sweep.grid import Grid, load_grid
 from tests.helpers import cmpt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,16 +53,25 @@ def test_study_end_to_end_and_resumable(tmp_path, capsys):
     assert {p: p.stat().st_mtime for p in tmp_path.rglob("sweep.csv")} == stamp  # nothing re-run
 
 
-def test_the_0_1_spelling_of_study_still_works(tmp_path):
+def _printed_grid(text: str, tmp_path: Path) -> Grid:
+    """The grid a study's dry run printed (everything after its "the study's grid" line)."""
+    path = tmp_path / "printed.yaml"
+    path.write_text(text.split("when the study runs):\n", 1)[1])
+    return load_grid(path)
+
+
+def test_the_0_1_spelling_of_study_still_works(tmp_path, capsys):
     args = ["--data.init_args.train_size", "48", "--trainer.max_epochs", "1"]
+    out = tmp_path / "study"
     with pytest.warns(FutureWarning, match="deprecated"):
         code = cmpt(
-            ["study", "--config", str(DEMO), "--out", str(tmp_path), "--seeds", "0",
+            ["study", "--config", str(DEMO), "--out", str(out), "--seeds", "0",
              "--variants", "cmpt", "--train-rates", "0.5", "--test-rates", "0", "1",
              "--dry_run", "--", *args]
         )  # fmt: skip
     assert code == 0
-    grid = load_grid(tmp_path / "grid.yaml")
+    assert not out.exists()  # a dry run writes nothing: it prints the grid
+    grid = _printed_grid(capsys.readouterr().out, tmp_path)
     assert grid.axes["trainer.max_epochs"] == [1] and grid.axes["seed_everything"] == [0]
     assert grid.axes["data.init_args.train_size"] == [48] and grid.variants == {"cmpt": {}}
 
@@ -97,9 +106,45 @@ def test_the_study_compares_cross_copy_and_the_proxy_task_variant(tmp_path, caps
     assert {"cross_copy", "cmpt_proxy_task"} <= set(study_grid(StudyGrid()).variants)
     study = StudyGrid(variants=["cross_copy", "cmpt_proxy_task"], seeds=[0], train_rates=[0.5])
     # a dry run parses every cell's config: the overrides are keys of the fit command
-    assert run_study(DEMO, tmp_path, study, dry_run=True) is None
-    grid = load_grid(tmp_path / "grid.yaml")
+    assert run_study(DEMO, tmp_path / "study", study, dry_run=True) is None
+    assert not (tmp_path / "study").exists()
+    grid = _printed_grid(capsys.readouterr().out, tmp_path)
     assert grid.variants == {k: VARIANTS[k] for k in ("cross_copy", "cmpt_proxy_task")}
     typo = StudyGrid(variants=["cmpt"], seeds=[0], overrides={"model.init_args.proxy_task": 1})
     with pytest.raises(ValueError, match="proxy_task"):
         run_study(DEMO, tmp_path / "typo", typo, dry_run=True)
+
+
+def test_a_dry_run_and_a_refused_rerun_leave_grid_yaml_as_it_was(tmp_path, capsys, monkeypatch):
+    from cmpt_lightning.sweep import job as job_module
+
+    def fit(config: Path) -> None:  # the training replaced by a sweep.csv writer
+        run = config.parent / "lightning_logs" / "version_0"
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "sweep.csv").write_text("type,rate,acc,count_complete\ntext,0.0,0.5,4\n")
+
+    monkeypatch.setattr(job_module, "_fit", fit)
+    out = tmp_path / "study"
+    study = StudyGrid(variants=["cmpt"], seeds=[0], train_rates=[0.5], overrides=dict(TINY))
+    run_study(DEMO, out, study, test_rates=[0])
+    ran = (out / "grid.yaml").read_bytes()
+    assert load_grid(out / "grid.yaml").variants == {"cmpt": {}}
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # a dry run of another grid: printed, nothing written into the study directory
+    other = StudyGrid(variants=["zero_fill"], seeds=[1], train_rates=[0.5], overrides=dict(TINY))
+    assert run_study(DEMO, out, other, dry_run=True, test_rates=[0]) is None
+    assert "zero_fill" in capsys.readouterr().out
+    assert cmpt(["study", "--config", DEMO, "--out", out, "--variants", "[zero_fill]",
+                 "--seeds", "[1]", "--dry_run"]) == 0  # fmt: skip
+    # a re-run refused for a different config of a finished cell
+    changed = StudyGrid(variants=["cmpt"], seeds=[0], train_rates=[0.5],
+                        overrides={**TINY, "trainer.max_epochs": 2})  # fmt: skip
+    with pytest.raises(ValueError, match="different config"):
+        run_study(DEMO, out, changed, test_rates=[0])
+    # a grid that does not parse
+    typo = StudyGrid(variants=["cmpt"], seeds=[0], overrides={"model.init_args.proxy_task": 1})
+    with pytest.raises(ValueError, match="proxy_task"):
+        run_study(DEMO, out, typo, test_rates=[0])
+    assert (out / "grid.yaml").read_bytes() == ran
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+    assert not list(out.glob(".grid.yaml.*"))  # no temporary file left behind

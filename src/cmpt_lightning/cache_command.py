@@ -50,7 +50,10 @@ class CacheOptions:
         jpeg_quality: the quality of ``jpeg`` images (1 to 95).
         workers: writer processes (null: the usable CPU cores).
         chunk_bytes: the size of a litdata chunk.
-        overwrite: replace a cache built with other settings (or other files) in ``out``.
+        overwrite: replace a cache built with other settings (or one that lost chunks) in
+            ``out``. Only the files the build wrote (its manifest lists them) are deleted: a
+            folder holding other files and no manifest is refused, and so is an ``out``
+            that is the dataset's root, lies inside it or holds it.
         progress: show litdata's progress bar.
     """
 

@@ -1,4 +1,4 @@
-"""Callbacks the CLI adds to every run: writing predictions to a file."""
+"""Callbacks the CLI adds to every run: writing predictions to a file, the model summary."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from typing import Any
 
 import torch.distributed as dist
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.callbacks import BasePredictionWriter, RichModelSummary
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.model_summary.model_summary import (
+    get_formatted_model_size,
+    get_human_readable_count,
+)
 
 from .tasks import Task
 
-__all__ = ["PredictionWriter"]
+__all__ = ["CMPTModelSummary", "PredictionWriter", "without_zero_flops"]
 
 
 def _rows(batch: dict[str, Any], task: Task, names: list[str]) -> list[dict[str, Any]]:
@@ -110,9 +114,82 @@ class PredictionWriter(BasePredictionWriter):
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(ordered)
-        rank_zero_info(f"{len(unique)} predictions written to {self.path}")
-        if skipped:
-            rank_zero_warn(
-                f"{len(skipped)} samples have neither an image nor a text and were not "
-                f"predicted; they are listed in {self.path} with a note"
+        # the rows without inputs were reported (by id) when the data was set up: counted here
+        listed = f", and {len(skipped)} row(s) without inputs listed with a note" if skipped else ""
+        rank_zero_info(f"{len(unique)} predictions written to {self.path}{listed}")
+
+
+class CMPTModelSummary(RichModelSummary):
+    """Lightning's rich model summary, without the FLOPs it did not count.
+
+    Lightning 2.6 counts FLOPs only for a module with an ``example_input_array``; without one
+    its summary has a column of zeros and ``Total FLOPs: 0``. This one leaves both out then,
+    and is Lightning's own otherwise. The CLI puts it in place of Lightning's default summary
+    (:func:`without_zero_flops`).
+    """
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        """Print the summary table and totals (FLOPs only when some were counted)."""
+        if total_flops:
+            RichModelSummary.summarize(
+                summary_data,
+                total_parameters,
+                trainable_parameters,
+                model_size,
+                total_training_modes,
+                total_flops,
+                **summarize_kwargs,
             )
+            return
+        from rich import get_console
+        from rich.table import Table
+
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        for name, _ in columns:
+            sizes = name in ("In sizes", "Out sizes")
+            table.add_column(
+                name,
+                justify="right" if sizes or name.startswith("Params") else "left",
+                style="dim" if name == " " else "white" if sizes else None,
+                no_wrap=name == "Name",
+            )
+        for row in zip(*(values for _, values in columns), strict=True):
+            table.add_row(*row)
+        console = get_console()
+        console.print(table)
+        frozen = total_parameters - trainable_parameters
+        totals = Table.grid(expand=True)
+        totals.add_column()
+        for label, value in (
+            ("Trainable params", get_human_readable_count(int(trainable_parameters))),
+            ("Non-trainable params", get_human_readable_count(int(frozen))),
+            ("Total params", get_human_readable_count(int(total_parameters))),
+            ("Total estimated model params size (MB)", get_formatted_model_size(model_size)),
+            ("Modules in train mode", str(total_training_modes["train"])),
+            ("Modules in eval mode", str(total_training_modes["eval"])),
+        ):
+            totals.add_row(f"[bold]{label}[/]: {value}")
+        console.print(totals)
+
+
+def without_zero_flops(trainer: Trainer) -> None:
+    """Put :class:`CMPTModelSummary` in place of the trainer's default rich model summary.
+
+    Only Lightning's own ``RichModelSummary`` (the one ``enable_model_summary`` adds) is
+    replaced, by one with the same depth and options; any other summary class is left alone.
+    """
+    callbacks: list[Any] = getattr(trainer, "callbacks", [])  # set by Lightning's connector
+    for i, callback in enumerate(callbacks):
+        if type(callback) is RichModelSummary:
+            depth, options = callback._max_depth, callback._summarize_kwargs
+            callbacks[i] = CMPTModelSummary(max_depth=depth, **options)

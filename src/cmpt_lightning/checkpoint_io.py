@@ -6,8 +6,10 @@ folder, flushes and fsyncs it, checks that it is a complete torch archive and on
 into place with :func:`os.replace`; a failed save raises :class:`CheckpointIOError`, which names
 the file and the cause, and leaves no partial file behind. :func:`with_atomic_io` adds it to a
 trainer's plugins; :class:`~cmpt_lightning.checkpoints.CMPTCheckpoint` decides when to save.
+:func:`check_checkpoint` checks a checkpoint the user names (``--ckpt_path``) before anything is
+built: a missing file names the checkpoints near it, a file that is not one says so.
 
-Only ``lightning``, ``torch`` and the standard library are imported here.
+Only ``lightning``, ``torch``, the standard library and the package's errors are imported here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import errno
 import logging
 import os
+import pickle
 import shutil
 import uuid
 import zipfile
@@ -28,7 +31,17 @@ from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "CheckpointIOError", "verify_archive", "with_atomic_io"]
+from .errors import UserInputError
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointIOError",
+    "CheckpointNotFoundError",
+    "NotACheckpointError",
+    "check_checkpoint",
+    "verify_archive",
+    "with_atomic_io",
+]
 
 log = logging.getLogger(__name__)
 
@@ -265,3 +278,100 @@ def with_atomic_io(plugins: Any = None, strategy: Any = None) -> list[Any]:
     if getattr(strategy, "_checkpoint_io", None) is not None:
         return items
     return [*items, AtomicCheckpointIO()]
+
+
+class CheckpointNotFoundError(UserInputError, FileNotFoundError):
+    """A checkpoint the user named is not there; the message lists the checkpoints near it."""
+
+
+class NotACheckpointError(UserInputError, ValueError):
+    """A file given as a checkpoint that is not one (another file, cut short, not Lightning's)."""
+
+
+#: The ``ckpt_path`` values that Lightning resolves itself, not paths.
+_SPECIAL_CKPT = ("best", "last", "hpc", "registry")
+#: The most checkpoints a message lists, and the folders searched for them.
+_LISTED, _SEARCHED = 8, 200
+
+
+def _checkpoints_near(path: Path) -> tuple[Path | None, list[Path]]:
+    """The nearest existing folder above ``path`` and the ``*.ckpt`` files in or below it.
+
+    Below it, the search goes at most three levels down (``version_0/checkpoints/x.ckpt``)
+    and visits at most :data:`_SEARCHED` folders, so a path under a large tree stays quick.
+    """
+    folder = path.parent
+    while not folder.is_dir():
+        if folder == folder.parent:
+            return None, []
+        folder = folder.parent
+    found = sorted(p for p in folder.glob("*.ckpt") if p.is_file())
+    if found:
+        return folder, found
+    visited = 0
+    for current, subfolders, files in os.walk(folder):
+        visited += 1
+        depth = len(Path(current).relative_to(folder).parts)
+        found += [Path(current, name) for name in sorted(files) if name.endswith(".ckpt")]
+        subfolders[:] = sorted(subfolders) if depth < 3 else []
+        if visited >= _SEARCHED or len(found) > _LISTED:
+            break
+    return folder, found
+
+
+def _missing_message(path: Path) -> str:
+    folder, found = _checkpoints_near(path)
+    msg = f"ckpt_path: no checkpoint at {str(path)!r}"
+    if folder is None or not found:
+        where = f" (none in or below {str(folder)!r} either)" if folder is not None else ""
+        return f"{msg}{where}; give the path of a .ckpt file that `cmpt fit` saved"
+    names = [str(p.relative_to(folder)) for p in found[:_LISTED]]
+    more = f" and {len(found) - _LISTED} more" if len(found) > _LISTED else ""
+    listed = ", ".join(names) + more
+    return f"{msg}. The checkpoints in {str(folder)!r}: {listed}"
+
+
+def check_checkpoint(ckpt_path: _PATH) -> None:
+    """Check that ``ckpt_path`` names a Lightning checkpoint file, before the run is built.
+
+    Lightning's special values (``best``, ``last``, ``hpc``, ``registry[:...]``), remote URLs
+    and folders (sharded checkpoints) are left to Lightning. A local file must exist, be a
+    complete torch archive (:func:`verify_archive`) and hold a dict with a ``state_dict``; it is
+    read with memory-mapped tensors, so the check costs about the size of its pickle. A
+    checkpoint that ``weights_only`` loading refuses (objects of other classes) is left to
+    Lightning, which says how to load it.
+
+    Raises:
+        CheckpointNotFoundError: if there is no file there, listing the checkpoints near it.
+        NotACheckpointError: if the file is not a checkpoint (a text file, a truncated file,
+            a plain ``state_dict`` saved with ``torch.save``), naming it and the reason.
+    """
+    text = os.fspath(ckpt_path)
+    local = _local_path(ckpt_path)
+    if local is None or text in _SPECIAL_CKPT or text.startswith("registry:") or local.is_dir():
+        return
+    if not local.is_file():
+        raise CheckpointNotFoundError(_missing_message(local))
+    fix = "give a .ckpt file that `cmpt fit` saved (its checkpoints folder lists them)"
+    try:
+        verify_archive(local, local.stat().st_size)
+    except OSError as err:
+        msg = f"ckpt_path: {text!r} is not a checkpoint ({err.strerror}); {fix}"
+        raise NotACheckpointError(msg) from err
+    try:
+        content = torch.load(local, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            return  # other classes inside: Lightning's load decides and explains
+        msg = f"ckpt_path: {text!r} cannot be read as a checkpoint ({err}); {fix}"
+        raise NotACheckpointError(msg) from err
+    except (RuntimeError, EOFError, ValueError) as err:
+        msg = f"ckpt_path: {text!r} cannot be read as a checkpoint ({err}); {fix}"
+        raise NotACheckpointError(msg) from err
+    if not isinstance(content, dict) or "state_dict" not in content:
+        if isinstance(content, dict):
+            kind = "a dict without 'state_dict': weights saved with torch.save?"
+        else:
+            kind = f"a {type(content).__name__}"
+        msg = f"ckpt_path: {text!r} is not a Lightning checkpoint (it holds {kind}); {fix}"
+        raise NotACheckpointError(msg)

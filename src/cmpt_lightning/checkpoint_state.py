@@ -3,14 +3,17 @@
 A CMPT checkpoint keeps every model setting in its hyper-parameters (defaults included, see
 :func:`model_settings`) and only the trainable weights in its state dict (LoRA, proxy tokens,
 their output maps, fusion, classifier: a few megabytes); the frozen open_clip towers, hundreds
-of megabytes, are rebuilt from the settings (``clip``, ``pretrained``, ``init_seed``). These
-helpers complete such a state dict with a module's own frozen weights, word the errors of one
-that does not fit, and tell how to point a checkpoint at a weights file that has moved.
+of megabytes, are rebuilt from the settings (``clip``, ``pretrained``, ``tower_seed``, which
+is ``init_seed`` in checkpoints saved before it existed). These helpers resolve the seeds the
+module saves (:func:`init_seeds`), complete such a state dict with a module's own frozen
+weights, word the errors of one that does not fit, and tell how to point a checkpoint at a
+weights file that has moved.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Collection, Mapping
 from enum import Enum
 from typing import Any
@@ -20,10 +23,12 @@ from .models.cmpt import CMPTModel
 
 __all__ = [
     "complete_state_dict",
+    "init_seeds",
     "missing_message",
     "missing_trainable",
     "model_settings",
     "moved_weights_error",
+    "run_seed",
 ]
 
 #: CMPTModel's settings that CMPTModule takes as its own arguments (the others pass through).
@@ -33,6 +38,42 @@ _OWN_MODEL_ARGS = ("clip", "num_classes", "lora_targets", "fusion", "method")
 _REBUILD = (
     "CMPTModule.load_from_checkpoint(path) rebuilds the module from the checkpoint's own settings"
 )
+
+
+def run_seed() -> int:
+    """The run's seed, as Lightning's ``seed_everything`` last set it; 0 if it was not called.
+
+    That is the CLI's ``--seed_everything`` (a study's seed), which Lightning keeps in the
+    ``PL_GLOBAL_SEED`` environment variable.
+    """
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+def init_seeds(given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` with ``init_seed`` and ``tower_seed`` resolved to the integers a model uses.
+
+    - ``tower_seed`` (random tower weights, when ``pretrained`` is None): as given, else
+      ``init_seed`` if that is given, else 0. The towers therefore stay the same across run
+      seeds, and a checkpoint saved before ``tower_seed`` existed (its hyper-parameters hold
+      ``init_seed`` only) rebuilds the towers it was trained on.
+    - ``init_seed`` (the trainable parts' initialisation): as given, else the run seed
+      (:func:`run_seed`), so that replicate seeds start from different weights.
+
+    Saving the resolved values in the hyper-parameters makes ``load_from_checkpoint`` and
+    ``--ckpt_path`` rebuild the same model whatever the seed of the loading process.
+
+    Args:
+        given: CMPTModel's keyword settings as the user gave them.
+
+    Returns:
+        A copy with both seeds set to integers.
+    """
+    init, tower = given.get("init_seed"), given.get("tower_seed")
+    if tower is None:
+        tower = 0 if init is None else init
+    if init is None:
+        init = run_seed()
+    return {**given, "init_seed": int(init), "tower_seed": int(tower)}
 
 
 def model_settings(given: dict[str, Any]) -> dict[str, Any]:

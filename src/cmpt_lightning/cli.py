@@ -12,12 +12,10 @@ puts them together).
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import logging
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,16 +26,20 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from .callbacks import PredictionWriter
-from .checkpoint_io import with_atomic_io
+from .callbacks import PredictionWriter, without_zero_flops
+from .checkpoint_io import check_checkpoint, with_atomic_io
 from .checkpoints import CMPTCheckpoint
-from .cli_errors import CMPTArgumentParser, condense, debug_enabled, print_user_error
+from .cli_errors import CMPTArgumentParser, condense, debug_enabled, describe, print_user_error
 from .cli_legacy import rename_flags
 from .datamodules.base import CMPTDataModule
 from .datamodules.registry import FAMILIES
 from .datamodules.synthetic import SyntheticDataModule
+from .datamodules.world import WorldDataModule
 from .errors import UserInputError
+from .evaluation import print_ceilings
+from .help_text import complete_descriptions, use_plain_help
 from .module import CMPTModule
+from .notices import quiet_known_noise
 from .tasks import Task
 
 __all__ = [
@@ -83,7 +85,7 @@ def user_error(prog: str, error: BaseException) -> int:
     """Print a user error as one message (no traceback) on stderr; return exit status 2."""
     if debug_enabled():
         raise error
-    print_user_error(prog, str(error))
+    print_user_error(prog, describe(error))
     return 2
 
 
@@ -137,6 +139,8 @@ class CMPTCLI(LightningCLI):
             action.add_subcommand(name, sub, help=command.help)
             if command.nested is not None:
                 command.nested(sub)
+        complete_descriptions(parser, {name: getattr(Trainer, name) for name in self.subcommands()})
+        use_plain_help(parser)  # help pages without the docstrings' RST markup
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """Parse ``args`` (the command line when None), after rewriting legacy spellings."""
@@ -189,11 +193,17 @@ class CMPTCLI(LightningCLI):
         hyper-parameters (the optimizer, the scheduler, the test grid) and options the user set
         to something else than their default survive, so a resumed run's saved config equals
         the original's and ``cmpt test --ckpt_path`` runs the test grid it is given.
+
+        Raises:
+            CheckpointNotFoundError: if ``ckpt_path`` names no file (the message lists the
+                checkpoints near it).
+            NotACheckpointError: if the file is not a Lightning checkpoint.
         """
         subcommand = self.config.get("subcommand")
         if not subcommand or not self.config[subcommand].get("ckpt_path"):
             super()._parse_ckpt_path()
             return
+        check_checkpoint(self.config[subcommand]["ckpt_path"])  # before anything is built
         given = self.config[subcommand].get("model")
         super()._parse_ckpt_path()
         merged = self.config[subcommand].get("model")
@@ -210,11 +220,13 @@ class CMPTCLI(LightningCLI):
                 after[key] = value
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Build the trainer; checkpoints are written atomically unless a CheckpointIO is set."""
+        """Build the trainer: atomic checkpoints unless a CheckpointIO is set, no zero FLOPs."""
         trainer = self._get(self.config_init, "trainer", default={})
         plugins = with_atomic_io(trainer.get("plugins"), trainer.get("strategy"))
         kwargs.setdefault("plugins", plugins)
-        return super().instantiate_trainer(**kwargs)
+        built = super().instantiate_trainer(**kwargs)
+        without_zero_flops(built)  # no "Total FLOPs: 0" from a summary that counted none
+        return built
 
     def _run_subcommand(self, subcommand: str) -> None:
         command = self.commands.get(subcommand)
@@ -242,47 +254,17 @@ class CMPTCLI(LightningCLI):
         best = getattr(callback, "best_model_path", "") if callback is not None else ""
         ckpt = best if best and not getattr(self.trainer, "fast_dev_run", False) else None
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+        self.after_test()
 
+    def after_test(self) -> None:
+        """Print the test metric per availability case next to the data's Bayes ceilings.
 
-#: Harmless notices of the libraries under ``cmpt``, silenced while a ``cmpt`` command runs
-#: (:func:`quiet_known_noise`): Lightning's tensorboardX notice (the CSV logger it falls back to
-#: is what the package uses), jsonargparse deprecations triggered by Lightning's own CLI code,
-#: and torch's ``LeafSpec`` deprecation triggered by Lightning 2.6's own ``_pytree`` helper.
-_KNOWN_WARNINGS = (
-    r"Starting from v1\.9\.0, `tensorboardX` has been removed",
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-    r"[\s\S]*was deprecated in v4\.\d+\.0 and will be removed in v5\.0\.0",
-    # litdata's StreamingDataset has a length and gives each worker its own chunks
-    r"Your `IterableDataset` has `__len__` defined",
-)
-#: Log records silenced the same way: Lightning's litlogger advertisement.
-_KNOWN_LOGS = ("💡 Tip: For seamless cloud logging",)
-
-
-class _DropKnown(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(_KNOWN_LOGS)
-
-
-@contextlib.contextmanager
-def quiet_known_noise() -> Iterator[None]:
-    """Silence the known-harmless notices of Lightning and jsonargparse, only inside the block.
-
-    The filters are scoped to a ``cmpt`` command (the entry point), not set globally, so a
-    user's own code that imports the package still sees every warning.
-    """
-    target = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    drop = _DropKnown()
-    target.addFilter(drop)
-    try:
-        with warnings.catch_warnings():
-            for pattern in _KNOWN_WARNINGS:
-                warnings.filterwarnings("ignore", message=pattern)
-            # jsonargparse's deprecations of what Lightning's CLI calls (not ours to change)
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="lightning")
-            yield
-    finally:
-        target.removeFilter(drop)
+        Only for data that knows them (:meth:`WorldDataModule.ceilings`), on rank zero.
+        """
+        ceilings = getattr(self.datamodule, "ceilings", None)
+        task = getattr(self.model, "task", None)
+        if callable(ceilings) and task is not None and self.trainer.is_global_zero:
+            print_ceilings(self.trainer.callback_metrics, ceilings(), Task(task).main_metric)
 
 
 def trainer_defaults() -> dict[str, Any]:
@@ -312,7 +294,7 @@ def _init_defaults(class_path: Any) -> dict[str, Any]:
 
 #: The data modules ``--data`` accepts by their short names (``--data Food101DataModule``):
 #: jsonargparse lists the subclasses that are imported.
-DATA_MODULES = (SyntheticDataModule, *FAMILIES.values())
+DATA_MODULES = (SyntheticDataModule, WorldDataModule, *FAMILIES.values())
 
 
 def cli_settings() -> dict[str, Any]:

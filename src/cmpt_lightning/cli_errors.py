@@ -12,17 +12,32 @@ full report and the traceback.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import re
 import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
 from typing import Any, NoReturn
 
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 
+from .cli_suggest import remember_tokens, suggest
 from .errors import UserInputError
 
-__all__ = ["CMPTArgumentParser", "condense", "debug_enabled", "print_user_error"]
+__all__ = [
+    "CMPTArgumentParser",
+    "condense",
+    "debug_enabled",
+    "describe",
+    "is_user_error",
+    "print_user_error",
+    "unwrap_worker_error",
+]
 
 #: Lines of jsonargparse's union reports that say nothing about the value.
 _NOISE = (
@@ -40,6 +55,186 @@ _NOISE = (
 def debug_enabled() -> bool:
     """Whether ``CMPT_DEBUG`` asks for full reports and tracebacks."""
     return os.environ.get("CMPT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors behind it, outermost first, as Python's traceback prints them.
+
+    An explicit cause (``raise ... from err``) is followed; otherwise the context (the error
+    being handled when this one was raised) unless ``raise ... from None`` suppressed it, as
+    :func:`json.loads` does for the ``StopIteration`` behind a ``JSONDecodeError``.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        if current.__cause__ is not None:
+            current = current.__cause__
+        else:
+            current = None if current.__suppress_context__ else current.__context__
+    return chain
+
+
+#: How torch re-raises, in the main process, an error of a DataLoader worker (or of its
+#: pin-memory thread): ``Caught <type> in DataLoader worker process <n>.`` then the traceback.
+_WORKER = re.compile(
+    r"\ACaught (?P<type>\w+) (?P<where>in [^\n]*?)\.\nOriginal "
+    r"(?P<trace>Traceback \(most recent call last\):\n.*)",
+    re.DOTALL,
+)
+
+
+def _worker_origin(text: str) -> tuple[str, str, str] | None:
+    """(the qualified type, the message, where it was caught) of a re-raised worker error."""
+    found = _WORKER.match(text)
+    if found is None:
+        return None
+    name, trace = found["type"], found["trace"]
+    # the last exception line of the formatted traceback: `[module.]Type: message` at column 0
+    lines = list(re.finditer(rf"^((?:[\w.]+\.)?{name})(?::[ ]?|$)", trace, flags=re.MULTILINE))
+    if not lines:
+        return None
+    last = lines[-1]
+    return last[1], trace[last.end() :].strip(), found["where"]
+
+
+def unwrap_worker_error(text: str) -> str:
+    """The original message of an error that torch re-raised from a DataLoader worker.
+
+    ``Caught BadSampleError in DataLoader worker process 0.`` followed by ``Original Traceback
+    ...`` becomes the message of the ``BadSampleError`` that the worker raised (the last line
+    of that traceback, with the lines of the message after it); any other text is returned as
+    it is.
+    With ``CMPT_DEBUG`` the worker is named too (and the traceback is printed anyway).
+    """
+    origin = _worker_origin(text)
+    if origin is None:
+        return text
+    _, message, where = origin
+    return f"{message} ({where})" if debug_enabled() else message
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` is the user's to fix.
+
+    A :class:`UserInputError`, also one that torch re-raised from a DataLoader worker as a
+    ``RuntimeError`` (when its type takes more arguments than a message; the original type,
+    named in the text, decides), and an error decoding the contents of a file on disk (a
+    ``JSONDecodeError``, ``UnicodeDecodeError``, CSV or YAML error that no reader of the package
+    turned into one of its own: a cut or edited file; :func:`describe` names it).
+    """
+    if isinstance(error, UserInputError):
+        return True
+    if isinstance(error, _DECODE_ERRORS) and _file_of(error) is not None:
+        return True
+    origin = _worker_origin(str(error)) if isinstance(error, RuntimeError) else None
+    if origin is None:
+        return False
+    module, _, name = origin[0].rpartition(".")
+    found = getattr(sys.modules.get(module), name, None) if module else None  # no new imports
+    return isinstance(found, type) and issubclass(found, UserInputError)
+
+
+def _meaningful(text: str) -> bool:
+    """Whether a message says something (words), unlike ``1198`` or a KeyError's ``'label'``."""
+    text = text.strip()
+    return " " in text and re.search(r"[A-Za-z]{3,}", text) is not None
+
+
+#: Errors of reading a file's contents, whose message gives the position but not the file.
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    json.JSONDecodeError,
+    UnicodeError,
+    csv.Error,
+    yaml.YAMLError,
+)
+
+
+def _frames(traceback: TracebackType | None) -> Iterator[dict[str, Any]]:
+    """The local variables of a traceback's frames, innermost first."""
+    frames = []
+    while traceback is not None:
+        frames.append(traceback.tb_frame.f_locals)
+        traceback = traceback.tb_next
+    yield from reversed(frames)
+
+
+#: The largest file whose contents are compared with a decoding error's document.
+_COMPARED_BYTES = 64 * 2**20
+
+
+def _decoded_from(error: BaseException, path: Path) -> bool:
+    """Whether ``error`` came from decoding the contents of the file at ``path``.
+
+    A ``JSONDecodeError`` holds the document and a ``UnicodeDecodeError`` the bytes: they must
+    be the file's (or a part of it: readers decode in chunks). CSV and YAML errors hold
+    neither; for them the path of the frame is taken on trust.
+    """
+    if not path.is_file():
+        return False
+    document = getattr(error, "doc", None) if isinstance(error, json.JSONDecodeError) else None
+    if isinstance(error, UnicodeDecodeError):
+        document = bytes(error.object)
+    if document is None:
+        return True
+    if path.stat().st_size > _COMPARED_BYTES:
+        return False
+    data = path.read_bytes()
+    if isinstance(document, str):
+        return document in data.decode("utf-8", errors="replace")
+    return bool(document) and document in data
+
+
+def _file_of(error: BaseException) -> str | None:
+    """The file a decoding error was reading: a local path of the innermost frame holding one."""
+    mark = getattr(error, "problem_mark", None)  # a YAML error read from a named stream
+    name = getattr(mark, "name", None)
+    if isinstance(name, str) and Path(name).is_file():
+        return name
+    for local in _frames(error.__traceback__):
+        for value in local.values():
+            if isinstance(value, os.PathLike):
+                path = Path(os.fspath(value))
+                if _decoded_from(error, path):
+                    return str(path)
+    return None
+
+
+def _with_file(chain: Sequence[BaseException], reason: str) -> str:
+    """``reason`` naming the file that a decoding error in ``chain`` was reading."""
+    for error in chain:
+        if isinstance(error, _DECODE_ERRORS):
+            file = _file_of(error)
+            if file is not None and file not in reason and Path(file).name not in reason:
+                return f"{file}: {reason}"
+            break
+    return reason
+
+
+def _plain(chain: Sequence[BaseException]) -> str:
+    """The first message of ``chain`` that says something, with its type when none does."""
+    for error in chain:
+        text = unwrap_worker_error(str(error))
+        if _meaningful(text):
+            return text
+    error = chain[-1]
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def describe(error: BaseException) -> str:
+    """The one message for ``error``: never a bare number, and naming the file it was reading.
+
+    The message of the outermost :class:`UserInputError` of its chain (which says what is
+    wrong and how to fix it), without torch's DataLoader-worker wrapping; else the first
+    message of the chain that says something (``KeyError: 'x'`` when none does), with the file
+    that a ``JSONDecodeError`` or ``UnicodeDecodeError`` was reading.
+    """
+    chain = _chain(error)
+    own = next((e for e in chain if isinstance(e, UserInputError)), None)
+    if own is not None:
+        return unwrap_worker_error(str(own))
+    return _with_file(chain, _plain(chain))
 
 
 def _reason(text: str) -> str:
@@ -146,17 +341,20 @@ def condense(error: BaseException | str, config: Any = None) -> str:
     Returns:
         The message, without usage, union reports or tracebacks.
     """
-    texts = [error] if isinstance(error, str) else []
-    cause: BaseException | None = None if isinstance(error, str) else error
-    own: UserInputError | None = None  # the outermost error that is the user's to fix
-    while cause is not None:
-        texts.append(str(cause))
-        if own is None and isinstance(cause, UserInputError):
-            own = cause
-        cause = cause.__cause__ or cause.__context__
+    chain = [] if isinstance(error, str) else _chain(error)
+    texts = [error] if isinstance(error, str) else [str(cause) for cause in chain]
+    # the outermost error that is the user's to fix
+    own = next((cause for cause in chain if isinstance(cause, UserInputError)), None)
     text = "\n".join(texts)
-    # an error of ours says what is wrong and how to fix it, in its own words
-    reason = str(own) if own is not None else _reason(texts[-1] if len(texts) > 1 else text)
+    if own is not None:  # an error of ours says what is wrong and how to fix it, in its words
+        reason = unwrap_worker_error(str(own))
+    else:
+        reason = _reason(texts[-1] if len(texts) > 1 else text)
+        if chain and not _meaningful(reason):  # `1198`: not a message
+            reason = _plain(chain)
+        reason = _with_file(chain, reason)
+    if own is None and any(isinstance(cause, _DECODE_ERRORS) for cause in chain):
+        return reason  # about a file's contents, not a setting (its numbers are positions)
     key = _field(_key(text, config), reason, config)
     if "gpu" in reason.lower() and "accelerator" not in reason.lower():
         reason += " (no GPU? --trainer.accelerator cpu, or add --config configs/cpu_smoke.yaml)"
@@ -178,5 +376,17 @@ class CMPTArgumentParser(LightningArgumentParser):
         if debug_enabled() or not self.exit_on_error:
             super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
-        print_user_error(parser.prog.replace(" [options]", ""), condense(message))
+        text = suggest(message, parser) or condense(message)
+        print_user_error(parser.prog.replace(" [options]", ""), text)
         sys.exit(2)
+
+    def parse_args(  # type: ignore[override]  # as jsonargparse's own
+        self, args: Sequence[str] | None = None, *more: Any, **kwargs: Any
+    ) -> Namespace:
+        """Parse ``args`` (None: the command line), remembering them for error messages.
+
+        An unknown key is reported with the config file and line it is in (see
+        :func:`~cmpt_lightning.cli_suggest.suggest`).
+        """
+        remember_tokens(args)
+        return super().parse_args(args, *more, **kwargs)

@@ -33,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 __all__ = [
+    "MAX_BYTES",
     "SNAPSHOT",
     "WIDTH",
     "cache_dir",
@@ -48,6 +49,8 @@ __all__ = [
 
 #: The width, in columns, at which every help page is rendered.
 WIDTH = 80
+#: The largest help cache file that is read (the shipped snapshot of every page is ~0.2 MB).
+MAX_BYTES = 16 * 2**20
 #: The snapshot of help pages shipped in the package.
 SNAPSHOT = Path(__file__).with_name("help_pages.json")
 _PACKAGE = Path(__file__).parent
@@ -109,15 +112,26 @@ def _cache_file(key: dict[str, str]) -> Path:
 
 
 def _pages(file: Path, key: dict[str, str]) -> dict[str, str]:
-    """The pages stored in ``file`` under ``key``; none when it is absent, unreadable or stale."""
+    """The pages stored in ``file`` under ``key``; none when it is absent, unreadable or stale.
+
+    A file that is not what :func:`remember` writes (cut short, edited, crafted: not JSON,
+    nested too deep to parse, other types, larger than :data:`MAX_BYTES`) counts as a miss:
+    the page is rendered again and the file rewritten. Pages that are not strings are dropped.
+    """
     try:
-        stored = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with file.open("rb") as stream:
+            data = stream.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            return {}
+        stored = json.loads(data.decode("utf-8"))
+    except (OSError, ValueError, RecursionError, MemoryError):
         return {}
     if not isinstance(stored, dict) or stored.get("key") != key:
         return {}
     pages = stored.get("pages")
-    return pages if isinstance(pages, dict) else {}
+    if not isinstance(pages, dict):
+        return {}
+    return {name: text for name, text in pages.items() if isinstance(text, str)}
 
 
 def snapshot_pages(key: dict[str, str] | None = None) -> dict[str, str]:

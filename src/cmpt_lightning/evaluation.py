@@ -16,13 +16,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from .diagnostics import proxy_metrics
 from .metrics import availability_case, compute_metrics
 from .missing import (
     CASE_ORDER,
@@ -44,6 +45,7 @@ __all__ = [
     "TestGrid",
     "evaluate_cells",
     "one_pass",
+    "print_ceilings",
     "select_case_logits",
     "stage_metrics",
     "write_sweep",
@@ -106,6 +108,7 @@ class TestGrid:
         *,
         task: Task | str,
         num_classes: int,
+        thresholds: torch.Tensor | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Every cell's metrics from the test samples collected by one pass.
 
@@ -116,6 +119,7 @@ class TestGrid:
                 :class:`SplitPlanner`).
             task: the task.
             num_classes: number of classes.
+            thresholds: tuned multi-label thresholds (see :func:`evaluate_cells`).
 
         Returns:
             ``(cells, settings)``: the rows of :func:`evaluate_cells`, and the protocol settings
@@ -148,8 +152,15 @@ class TestGrid:
             self.rates,
             self.types,
             both_ratio,
+            thresholds=thresholds,
+            proxy={k: v for k, v in data.items() if k.startswith("proxy_")} or None,
         )
-        settings = {"seed": seed, "both_ratio": both_ratio, "samples": len(data["index"])}
+        settings: dict[str, Any] = {
+            "seed": seed,
+            "both_ratio": both_ratio,
+            "samples": len(data["index"]),
+        }
+        settings["mechanism"] = list(datamodule.eval_missing.mechanism_key)  # see missing.py
         return cells, settings
 
 
@@ -209,7 +220,12 @@ def one_pass(model: CMPTModel, batch: dict[str, Any]) -> tuple[CMPTOutput, dict[
 
 
 def stage_metrics(
-    stage: str, data: dict[str, torch.Tensor], *, task: Task, num_classes: int
+    stage: str,
+    data: dict[str, torch.Tensor],
+    *,
+    task: Task,
+    num_classes: int,
+    thresholds: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """An evaluation epoch's metrics: overall, per availability case, and the monitor's score.
 
@@ -218,19 +234,27 @@ def stage_metrics(
         data: the epoch's gathered ``logits``, ``label``, ``image_present``, ``text_present``.
         task: the task (its main metric is also logged as ``{stage}/score``).
         num_classes: number of classes.
+        thresholds: multilabel: tuned thresholds, adding the ``f1_*_tuned`` metrics.
 
     Returns:
         ``{stage}/{metric}``, ``{stage}/score``, ``{stage}/{metric}_{case}`` for each case with
-        samples and ``{stage}/count_{case}`` for each case.
+        samples and ``{stage}/count_{case}`` for each case; with per-sample proxy diagnostics
+        in ``data`` (``proxy_*``, method ``cmpt``), their means where any sample has them
+        (:mod:`.diagnostics`), ``{stage}/count_proxy_<side>`` and ``{stage}/proxy_gallery``.
     """
-    overall = compute_metrics(task, data["logits"], data["label"], num_classes)
+    overall = compute_metrics(task, data["logits"], data["label"], num_classes, thresholds)
     metrics = {f"{stage}/{k}": v for k, v in overall.items()}
     metrics[f"{stage}/score"] = overall[task.main_metric]  # task-agnostic monitor
     for case, rows in availability_case(data["image_present"], data["text_present"]).items():
         if bool(rows.any()):
-            values = compute_metrics(task, data["logits"][rows], data["label"][rows], num_classes)
+            logits, labels = data["logits"][rows], data["label"][rows]
+            values = compute_metrics(task, logits, labels, num_classes, thresholds)
             metrics.update({f"{stage}/{k}_{case.value}": v for k, v in values.items()})
         metrics[f"{stage}/count_{case.value}"] = float(rows.sum())
+    if "proxy_cos_text" in data:
+        diagnostics = proxy_metrics(data)  # logged where measured (like a case's metrics)
+        metrics.update({f"{stage}/{k}": float(v) for k, v in diagnostics.items() if v == v})
+        metrics[f"{stage}/proxy_gallery"] = float((~data["proxy_r1_text"].isnan()).sum())
     return metrics
 
 
@@ -246,6 +270,9 @@ def evaluate_cells(
     rates: Sequence[float],
     types: Sequence[str],
     both_ratio: float,
+    *,
+    thresholds: torch.Tensor | None = None,
+    proxy: Mapping[str, torch.Tensor] | None = None,
 ) -> list[dict[str, Any]]:
     """Metrics of every (type, rate) cell.
 
@@ -261,10 +288,15 @@ def evaluate_cells(
         rates: missing rates.
         types: missing types.
         both_ratio: with ``both``, the fraction of missing samples that lose the image.
+        thresholds: multilabel: tuned thresholds, adding ``f1_*_tuned`` to every cell.
+        proxy: per-sample proxy diagnostics (``proxy_*`` of :func:`~.diagnostics.proxy_batch`
+            and :func:`~.diagnostics.proxy_hits`); None (a baseline) leaves them out.
 
     Returns:
         One dict per cell: ``type``, ``rate``, the task's metrics, ``count_<case>`` per
-        availability case and ``count_spared`` (samples whose only modality was kept).
+        availability case and ``count_spared`` (samples whose only modality was kept); with
+        ``proxy``, ``proxy_{cos,mse,r1}_<side>`` over the cell's samples whose ``side`` the
+        proxy replaced (NaN when none did, e.g. at rate 0) and their ``count_proxy_<side>``.
     """
     rows: list[dict[str, Any]] = []
     index = index.long().cpu()
@@ -276,10 +308,16 @@ def evaluate_cells(
             )
             logits = select_case_logits(case_logits, img, txt)
             row: dict[str, Any] = {"type": missing_type, "rate": rate}
-            row.update(compute_metrics(task, logits, labels, num_classes))
+            row.update(compute_metrics(task, logits, labels, num_classes, thresholds))
             counts = availability_counts(img, txt)
             row.update({f"count_{case.value}": counts[case.value] for case in CASE_ORDER})
             row["count_spared"] = int(spared.sum())
+            if proxy is not None:  # the proxies this cell used, where the real one is known
+                replaced = {
+                    "text": img & ~txt & real_text.cpu(),
+                    "image": txt & ~img & real_image.cpu(),
+                }
+                row.update(proxy_metrics(proxy, replaced))  # last: the landed columns first
             rows.append(row)
     return rows
 
@@ -296,6 +334,48 @@ def _print_table(rows: list[dict[str, Any]], metrics: list[str]) -> None:
         counts = [str(row[f"count_{c.value}"]) for c in CASE_ORDER]
         table.add_row(row["type"], f"{row['rate']:g}", *values, *counts)
     Console().print(table)
+
+
+#: Which Bayes ceiling bounds each availability case (the keys of ``world_tasks.ceilings``).
+_CEILING_OF_CASE = {"complete": "both", "image_only": "image", "text_only": "text"}
+
+
+def print_ceilings(
+    metrics: Mapping[str, Any], ceilings: Mapping[str, float], metric: str, stage: str = "test"
+) -> bool:
+    """Print the main metric per availability case next to what is reachable at all.
+
+    Args:
+        metrics: the logged metrics (``trainer.callback_metrics``): ``<stage>/<metric>_<case>``
+            and ``<stage>/count_<case>``.
+        ceilings: the data's Bayes ceilings of ``metric``: ``image``, ``text``, ``both`` and
+            ``chance`` (what ``WorldDataModule.ceilings`` returns).
+        metric: the task's main metric (``acc``, ``f1_macro``, ``auroc``).
+        stage: the metrics' prefix.
+
+    Returns:
+        Whether a table was printed (not when no case's metric was logged).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"{stage} {metric} against the Bayes ceiling",
+        caption=f"chance (no input): {ceilings['chance']:.3f}",
+    )
+    for column in ("case", metric, "ceiling", "samples"):
+        table.add_column(column, justify="right")
+    shown = 0
+    for case, source in _CEILING_OF_CASE.items():
+        value, count = metrics.get(f"{stage}/{metric}_{case}"), metrics.get(f"{stage}/count_{case}")
+        if value is None:
+            continue
+        samples = "" if count is None else str(int(float(count)))
+        table.add_row(case, f"{float(value):.3f}", f"{ceilings[source]:.3f}", samples)
+        shown += 1
+    if shown:
+        Console().print(table)
+    return shown > 0
 
 
 def _plot(rows: list[dict[str, Any]], metric: str, path: Path) -> bool:

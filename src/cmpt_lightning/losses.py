@@ -113,9 +113,10 @@ class CMPTLoss(nn.Module):
         f = output.features
         complete = f.image_present & f.text_present
         per_sample = self._distance(f.text_proxy, f.text) + self._distance(f.image_proxy, f.image)
-        if not bool(complete.any()):
-            return per_sample.sum() * 0.0
-        return per_sample[complete].mean()
+        # the mean over the complete samples by masked arithmetic: no host synchronisation
+        # (a zero that keeps the graph when there is none)
+        kept = torch.where(complete, per_sample, torch.zeros_like(per_sample))
+        return kept.sum() / complete.sum().clamp(min=1)
 
     def proxy_task(
         self,

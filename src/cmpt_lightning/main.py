@@ -53,8 +53,7 @@ def commands() -> dict[str, Command]:
 def _run(args: ArgsType) -> int:
     """Build the one parser, run the command ``args`` name and return its exit status."""
     from .cli import CMPTCLI, cli_settings, quiet_known_noise, trainer_defaults
-    from .cli_errors import debug_enabled, print_user_error
-    from .errors import UserInputError
+    from .cli_errors import debug_enabled, describe, is_user_error, print_user_error
 
     try:
         with quiet_known_noise():
@@ -66,11 +65,12 @@ def _run(args: ArgsType) -> int:
                 commands=commands(),
                 args=args,
             )
-    except UserInputError as err:  # a dataset, a file or a value the user can fix
-        if debug_enabled():
+    except Exception as err:
+        # a dataset, a file or a value the user can fix (also one met by a DataLoader worker)
+        if debug_enabled() or not is_user_error(err):
             raise
         tokens = sys.argv[1:] if args is None else list(args) if isinstance(args, list) else []
-        print_user_error(f"cmpt {tokens[0]}" if tokens else "cmpt", str(err))
+        print_user_error(f"cmpt {tokens[0]}" if tokens else "cmpt", describe(err))
         return 2
     return cli.exit_code
 

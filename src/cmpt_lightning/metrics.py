@@ -16,6 +16,8 @@ from torchmetrics.functional.classification import (
     binary_accuracy,
     binary_auroc,
     multiclass_accuracy,
+    multilabel_auroc,
+    multilabel_average_precision,
     multilabel_f1_score,
 )
 
@@ -26,9 +28,8 @@ from .tasks import Task
 __all__ = ["EvalCollector", "availability_case", "compute_metrics", "train_metric"]
 
 
-def _f1_samples(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Sample-averaged F1 of multi-label predictions (threshold 0 on logits)."""
-    pred = logits > 0
+def _f1_samples(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sample-averaged F1 of bool multi-label predictions."""
     true = target > 0.5
     tp = (pred & true).sum(-1).float()
     denom = pred.sum(-1).float() + true.sum(-1).float()
@@ -36,19 +37,68 @@ def _f1_samples(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return f1.mean()
 
 
+def _ranking_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Threshold-free multi-label metrics: ``map`` and ``auroc_macro``.
+
+    Each is the mean over the classes where it is defined (AP: a positive sample; AUROC: a
+    positive and a negative), NaN when there is none (torchmetrics would count such a class
+    as 0).
+    """
+    positive = labels.sum(0)
+    out = {}
+    for name, defined, fn in (
+        ("map", positive > 0, multilabel_average_precision),
+        ("auroc_macro", (positive > 0) & (positive < labels.shape[0]), multilabel_auroc),
+    ):
+        columns = defined.nonzero().flatten()
+        if columns.numel() == 0:
+            out[name] = float("nan")
+            continue
+        p, y = probs[:, columns], labels[:, columns]
+        if columns.numel() == 1:  # torchmetrics needs >= 2 labels: the class twice, same mean
+            p, y = p.repeat(1, 2), y.repeat(1, 2)
+        out[name] = float(fn(p, y, num_labels=p.shape[1], average="macro"))
+    return out
+
+
+def _f1_scores(
+    pred: torch.Tensor, labels: torch.Tensor, target: torch.Tensor, sample_pred: torch.Tensor
+) -> list[float]:
+    """F1 macro, micro, weighted of bool ``pred`` [N, C]; sample-averaged of ``sample_pred``."""
+    out = []
+    num_labels = pred.shape[1]
+    if num_labels == 1:  # torchmetrics needs >= 2 labels; the averages are the one class's
+        pred, labels = pred.repeat(1, 2), labels.repeat(1, 2)
+        num_labels = 2
+    for avg in ("macro", "micro", "weighted"):
+        out.append(
+            float(multilabel_f1_score(pred.long(), labels, num_labels=num_labels, average=avg))
+        )
+    return [*out, float(_f1_samples(sample_pred, target))]
+
+
 def compute_metrics(
-    task: Task | str, logits: torch.Tensor, target: torch.Tensor, num_classes: int
+    task: Task | str,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    thresholds: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """The task's metrics over a set of samples.
 
     Multiclass: ``acc`` (top-1, micro). Multilabel: ``f1_macro``, ``f1_micro``,
-    ``f1_weighted``, ``f1_samples``. Binary: ``auroc`` and ``acc``.
+    ``f1_weighted``, ``f1_samples`` (a class is predicted when its probability is > 0.5), the
+    threshold-free ``map`` (macro average precision) and ``auroc_macro``, and with
+    ``thresholds`` the same four F1 at those thresholds as ``f1_*_tuned``. Binary: ``auroc``
+    and ``acc``.
 
     Args:
         task: the task.
         logits: [N, C] (or [N, 1] for binary).
         target: [N] class indices, [N, C] multi-hot, or [N] 0/1.
         num_classes: number of classes.
+        thresholds: multilabel only: [C] decision thresholds on the probabilities, e.g.
+            tuned on validation by :func:`~cmpt_lightning.thresholds.select_thresholds`.
 
     Returns:
         Metric name -> value (NaN for an empty set).
@@ -60,6 +110,9 @@ def compute_metrics(
         Task.MULTILABEL: ("f1_macro", "f1_micro", "f1_weighted", "f1_samples"),
         Task.BINARY: ("auroc", "acc"),
     }[task]
+    if task is Task.MULTILABEL:
+        tuned = () if thresholds is None else tuple(f"{n}_tuned" for n in names)
+        names = (*names, *tuned, "map", "auroc_macro")
     if logits.shape[0] == 0:
         return dict.fromkeys(names, float("nan"))
     if task is Task.MULTICLASS:
@@ -67,13 +120,12 @@ def compute_metrics(
         return {"acc": float(acc)}
     if task is Task.MULTILABEL:
         probs, labels = torch.sigmoid(logits), target.long()
-        out = {
-            f"f1_{avg}": float(
-                multilabel_f1_score(probs, labels, num_labels=num_classes, average=avg)
-            )
-            for avg in ("macro", "micro", "weighted")
-        }
-        out["f1_samples"] = float(_f1_samples(logits, target))
+        f1 = _f1_scores(probs > 0.5, labels, target, logits > 0)  # the landed rules, exactly
+        if thresholds is not None:
+            pred = probs > thresholds.to(probs)
+            f1 += _f1_scores(pred, labels, target, pred)
+        out = dict(zip(names, f1, strict=False))  # the F1 names, then the tuned ones
+        out.update(_ranking_metrics(probs, labels))
         return out
     probs, labels = torch.sigmoid(logits.reshape(-1)), target.reshape(-1).long()
     auroc = (

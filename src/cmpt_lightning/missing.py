@@ -13,26 +13,45 @@ Because the sets are prefixes of one ranking, counts are exact and sets are nest
 computed in decimal arithmetic from the rate as written, so ``0.29 x 100`` is 29, not 28.
 A plan may rank groups of samples instead (MM-IMDb's movies): then the rate counts groups and
 every member of a group shares its masks.
+
+The ranking above is the ``mcar`` mechanism (missing completely at random). ``label`` and
+``score`` (:mod:`~cmpt_lightning.mechanisms`) rank by the label or by a per-sample score instead,
+still from the same hash, so counts stay exact and sets nested across rates.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from fractions import Fraction
+from typing import Any
 
 import torch
 
 from .choices import Choice
+from .mechanisms import (
+    MissingMechanism,
+    ScoreDirection,
+    ScoreName,
+    check_weights,
+    label_order,
+    label_strata,
+    score_order,
+    uniform_of,
+)
 from .models.head import AvailabilityCase
 
 __all__ = [
     "CASE_ORDER",
     "MissingConfig",
+    "MissingMechanism",
     "MissingPlan",
     "MissingType",
+    "ScoreDirection",
+    "ScoreName",
     "availability_counts",
     "case_index",
     "combine_availability",
@@ -147,11 +166,21 @@ class MissingPlan:
     plots are separate samples): the rate counts groups, ``floor(n_groups * rate)`` of them
     miss a modality, and every member of a group shares its group's masks.
 
+    Without ``strata`` or ``scores`` the ranking is the ``mcar`` one; with ``strata`` it is the
+    ``label`` mechanism's, with ``scores`` the ``score`` mechanism's (see
+    :mod:`~cmpt_lightning.mechanisms`). With groups, a group takes its first member's stratum
+    and the mean of its members' scores.
+
     Args:
         ids: a sample count ``n`` or the samples' unique ids (int or str).
         seed: the protocol seed.
         epoch: a training epoch for per-epoch redraws; None for the fixed draw.
         groups: None, or one group key (int or str) per id: rank the unique groups, not the ids.
+        strata: ``label`` mechanism: each id's stratum key (its class, or set of classes).
+        weights: ``label`` mechanism: relative missing rate per stratum key (others: 1).
+        scores: ``score`` mechanism: each id's score (finite numbers).
+        strength: ``score`` mechanism: how strongly the score decides (>= 0; 0 is ``mcar``).
+        direction: ``score`` mechanism: ``high`` (high scores miss first) or ``low``.
     """
 
     def __init__(
@@ -161,6 +190,11 @@ class MissingPlan:
         seed: int = 0,
         epoch: int | None = None,
         groups: Sequence[int | str] | None = None,
+        strata: Sequence[str] | None = None,
+        weights: Mapping[str, float] | None = None,
+        scores: Sequence[float] | None = None,
+        strength: float = 1.0,
+        direction: ScoreDirection | str = ScoreDirection.HIGH,
     ) -> None:
         self.ids = _as_ids(ids)
         units = self.ids
@@ -168,7 +202,39 @@ class MissingPlan:
         if groups is not None:
             units, self.rows = _group_rows(groups, len(self.ids))
         self.units = len(units)
-        self.order = torch.tensor(ranking(units, seed=seed, epoch=epoch), dtype=torch.long)
+        order = ranking(units, seed=seed, epoch=epoch)
+        if strata is not None and scores is not None:
+            msg = "give strata (the label mechanism) or scores (the score mechanism), not both"
+            raise ValueError(msg)
+        if strata is not None:
+            order = label_order(order, self._per_unit(strata, "strata"), check_weights(weights))
+        elif scores is not None:
+            values = [float(s) for s in self._per_unit(scores, "scores")]
+            if not all(math.isfinite(v) for v in values):
+                msg = "scores must be finite numbers (a NaN or infinite score was given)"
+                raise ValueError(msg)
+            if isinstance(strength, bool) or not 0 <= float(strength) < math.inf:
+                msg = f"score strength must be a finite number >= 0, got {strength!r}"
+                raise ValueError(msg)
+            uniforms = [uniform_of(rank_key(key, seed, epoch)) for key in units]
+            order = score_order(
+                order, uniforms, values, strength=float(strength), direction=direction
+            )
+        self.order = torch.tensor(order, dtype=torch.long)
+
+    def _per_unit(self, values: Sequence[Any], name: str) -> list[Any]:
+        """One value per id, as one per unit: a group's first member's, or its members' mean."""
+        if len(values) != len(self.ids):
+            msg = f"{name} must give one value per id: got {len(values)} for {len(self.ids)} ids"
+            raise ValueError(msg)
+        if self.rows is None:
+            return list(values)
+        members: list[list[Any]] = [[] for _ in range(self.units)]
+        for row, value in zip(self.rows.tolist(), values, strict=True):
+            members[row].append(value)
+        if name == "scores":
+            return [math.fsum(float(v) for v in group) / len(group) for group in members]
+        return [group[0] for group in members]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -293,6 +359,19 @@ class MissingConfig:
         seed: the protocol seed; masks are a pure function of (seed, sample id).
         resample_each_epoch: training only: redraw the masks every epoch from
             (seed, epoch, id) instead of keeping one draw.
+        mechanism: what decides which samples miss a modality: ``mcar`` (the hash of (seed,
+            id) alone, missing completely at random), ``label`` (per-class rates, see
+            ``class_weights``) or ``score`` (a per-sample score, see ``score``); the count
+            ``floor(n * rate)`` stays exact and the sets nested across rates (docs/protocol.md).
+        class_weights: ``label`` only: each class's relative missing rate, by class name or
+            index (classes not given: 1), e.g. ``{dog: 2, cat: 0.5}``; a class's rate is then
+            ``rate x weight / mean weight`` until it runs out of samples.
+        score: ``score`` only: ``text_length`` (tokens of the text), ``image_brightness``
+            (mean of the input image) or ``image_contrast`` (its standard deviation).
+        score_direction: ``score`` only: ``high`` (high scores miss more often) or ``low``.
+        score_strength: ``score`` only: how strongly the score decides, >= 0 (0: the ``mcar``
+            masks; 1: a sample one standard deviation above the mean is e (2.7) times as likely
+            to be drawn next as an average one).
     """
 
     rate: float = 0.0
@@ -300,26 +379,99 @@ class MissingConfig:
     both_ratio: float = 0.5
     seed: int = 0
     resample_each_epoch: bool = False
+    mechanism: MissingMechanism | str = "mcar"
+    class_weights: dict[str, float] | None = None
+    score: ScoreName | str = "text_length"
+    score_direction: ScoreDirection | str = "high"
+    score_strength: float = 1.0
 
     def __post_init__(self) -> None:
         self.rate = _check_fraction("missing rate", self.rate)
         self.both_ratio = _check_fraction("both_ratio", self.both_ratio)
         self.type = MissingType(self.type).value
+        self.mechanism = MissingMechanism(self.mechanism).value
+        self.score = ScoreName(self.score).value
+        self.score_direction = ScoreDirection(self.score_direction).value
+        if self.class_weights is not None:
+            self.class_weights = check_weights(self.class_weights)
+        strength = self.score_strength
+        if isinstance(strength, bool) or not isinstance(strength, int | float):
+            msg = f"score_strength must be a number >= 0, got {strength!r}"
+            raise TypeError(msg)
+        if not 0 <= float(strength) < math.inf:
+            msg = f"score_strength must be a finite number >= 0, got {strength!r}"
+            raise ValueError(msg)
+        self.score_strength = float(strength)
+
+    @property
+    def mechanism_key(self) -> tuple[Any, ...]:
+        """The settings that decide the ranking besides the seed (for caching plans)."""
+        kind = MissingMechanism(self.mechanism)
+        if kind is MissingMechanism.LABEL:
+            return (kind.value, tuple(sorted((self.class_weights or {}).items())))
+        if kind is MissingMechanism.SCORE:
+            return (kind.value, self.score, self.score_direction, self.score_strength)
+        return (kind.value,)
 
     @property
     def missing_type(self) -> MissingType:
         """:attr:`type` as the enum."""
         return MissingType(self.type)
 
+    def plan(
+        self,
+        ids: int | Sequence[int | str],
+        *,
+        epoch: int | None = None,
+        groups: Sequence[int | str] | None = None,
+        labels: Sequence[int] | Sequence[Sequence[float]] | None = None,
+        class_names: Sequence[str] | None = None,
+        scores: Sequence[float] | None = None,
+    ) -> MissingPlan:
+        """The ranking of ``ids`` under these settings (``epoch`` used only when resampling).
+
+        Args:
+            ids: a sample count or the samples' unique ids.
+            epoch: the training epoch (used only with ``resample_each_epoch``).
+            groups: one group key per id, or None (see :class:`MissingPlan`).
+            labels: ``label`` mechanism: one class index or multi-hot row per id.
+            class_names: ``label`` mechanism: the class names, in label order.
+            scores: ``score`` mechanism: the :attr:`score` of each id.
+
+        Raises:
+            ValueError: if the mechanism needs ``labels`` or ``scores`` and they are missing.
+        """
+        kind = MissingMechanism(self.mechanism)
+        extra: dict[str, Any] = {}
+        if kind is MissingMechanism.LABEL:
+            if labels is None or class_names is None:
+                msg = "missing.mechanism 'label' needs the samples' labels and the class names"
+                raise ValueError(msg)
+            extra["strata"], extra["weights"] = label_strata(
+                labels, class_names, self.class_weights
+            )
+        elif kind is MissingMechanism.SCORE:
+            if scores is None:
+                msg = f"missing.mechanism 'score' needs each sample's {self.score} score"
+                raise ValueError(msg)
+            extra = {
+                "scores": scores,
+                "strength": self.score_strength,
+                "direction": self.score_direction,
+            }
+        epoch = epoch if self.resample_each_epoch else None
+        return MissingPlan(ids, seed=self.seed, epoch=epoch, groups=groups, **extra)
+
     def masks(
-        self, ids: int | Sequence[int | str], *, epoch: int | None = None
+        self,
+        ids: int | Sequence[int | str],
+        *,
+        epoch: int | None = None,
+        **inputs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`missing_mask` with these settings (``epoch`` used only when resampling)."""
-        return missing_mask(
-            ids,
-            self.rate,
-            self.type,
-            both_ratio=self.both_ratio,
-            seed=self.seed,
-            epoch=epoch if self.resample_each_epoch else None,
-        )
+        """``(image_present, text_present)`` of ``ids``: :meth:`plan` (with ``inputs``) used once.
+
+        With ``mcar`` this is :func:`missing_mask` with these settings.
+        """
+        plan = self.plan(ids, epoch=epoch, **inputs)
+        return plan.masks(self.rate, self.type, both_ratio=self.both_ratio)

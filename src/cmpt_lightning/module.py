@@ -8,16 +8,19 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_deprecation, rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
 from .checkpoint_state import (
     complete_state_dict,
+    init_seeds,
     missing_message,
     missing_trainable,
     model_settings,
     moved_weights_error,
 )
+from .diagnostics import proxy_batch, proxy_hits
 from .evaluation import TestGrid, one_pass, stage_metrics, write_sweep
 from .losses import AlignLoss, CMPTLoss, LossParts
 from .metrics import EvalCollector, train_metric
@@ -25,8 +28,22 @@ from .models.clip import WeightsFileNotFoundError
 from .models.cmpt import CMPTModel, CMPTOutput
 from .models.head import Fusion, Method
 from .models.lora import LoRATargets
+from .models.precision import cast_frozen
+from .notices import (
+    drop_lightning_tips,
+    hide_leafspec_warning,
+    quiet_stepping_estimate,
+    show_leafspec_warning,
+)
 from .schedules import WarmupCosine
 from .tasks import Task
+from .thresholds import (
+    THRESHOLDS_KEY,
+    ThresholdMode,
+    check_threshold_mode,
+    checkpoint_thresholds,
+    select_thresholds,
+)
 
 __all__ = ["CMPTModule"]
 
@@ -40,8 +57,10 @@ class CMPTModule(LightningModule):
     ``text_only``), plus ``{stage}/score``, the task's main metric under one name for
     checkpoint selection; evaluation metrics are exact (per-sample results gathered over processes).
     Checkpoints hold the trainable weights only; the frozen towers are rebuilt from ``clip``,
-    ``pretrained`` (stored as given) and ``init_seed``, and :meth:`load_state_dict` takes such
-    a state dict as well as a full one.
+    ``pretrained`` (stored as given) and ``tower_seed``, and :meth:`load_state_dict` takes such
+    a state dict as well as a full one. The trainable parts start from ``init_seed``, which
+    is the run seed (``seed_everything``) unless it is given; the seeds used are saved in the
+    hyper-parameters (see docs/protocol.md, "Which seed drives what").
 
     Args:
         num_classes: number of classes (linked from the data module by the CLI).
@@ -82,11 +101,17 @@ class CMPTModule(LightningModule):
             cases, logged as ``train/proxy_task_loss`` and included in ``{stage}/loss``; a
             variant beyond the paper, which is mu = 0 (the default: the loss and gradients
             are exactly the paper's). Must be >= 0.
+        threshold_mode: the decision thresholds of a ``multilabel`` task: ``fixed`` (0.5 for
+            every class, the default), ``global`` (one) or ``per_class``, chosen for the best
+            F1 on the validation samples at every validation epoch of a fit and saved with the
+            checkpoint (the ``thresholds`` buffer), never chosen on test. Evaluation then adds
+            ``{stage}/f1_*_tuned`` beside the F1 at 0.5, which keeps its name (on validation,
+            measured on the samples the thresholds were chosen on).
         **kwargs: the other settings of :class:`~cmpt_lightning.models.CMPTModel`, passed
-            through: ``pretrained``, ``quick_gelu``, ``init_seed``, ``lora_rank``,
-            ``lora_alpha``, ``lora_dropout``, ``skip_absent``, ``skip_absent_eval``,
-            ``grad_checkpointing``, ``compile_towers``; all are saved in the
-            hyper-parameters, defaults included.
+            through: ``pretrained``, ``quick_gelu``, ``init_seed`` (None: the run seed),
+            ``tower_seed``, ``lora_rank``, ``lora_alpha``, ``lora_dropout``, ``skip_absent``,
+            ``skip_absent_eval``, ``grad_checkpointing``, ``compile_towers``; all are saved in
+            the hyper-parameters, defaults included (the seeds as resolved).
     """
 
     def __init__(
@@ -109,14 +134,18 @@ class CMPTModule(LightningModule):
         test_grid: TestGrid | None = None,
         sweep: TestGrid | None = None,
         proxy_task_weight: float = 0.0,
+        threshold_mode: ThresholdMode | str = "fixed",
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        drop_lightning_tips()  # Lightning's adverts, logged by the Trainer (see notices.py)
         # plain strings in the hparams, so checkpoints load with torch.load(weights_only=True)
         task, lora_targets = Task(task).value, LoRATargets(lora_targets).value
         fusion, align_loss = Fusion(fusion).value, AlignLoss(align_loss).value
         method = Method(method).value
-        kwargs = model_settings(kwargs)  # every setting in the hparams, defaults included
+        threshold_mode = check_threshold_mode(threshold_mode, task).value
+        # every setting in the hparams, defaults included, and the seeds actually used
+        kwargs = model_settings(init_seeds(kwargs))
         if modality_dropout is None:
             modality_dropout = 0.3 if method == Method.MODALITY_DROPOUT.value else 0.0
         if not 0.0 <= modality_dropout <= 1.0:
@@ -172,6 +201,10 @@ class CMPTModule(LightningModule):
         self.collectors = {"val": EvalCollector(), "test": EvalCollector()}
         self.test_grid = test_grid
         self.test_grid_results: list[dict[str, Any]] = []
+        self.threshold_mode = ThresholdMode(threshold_mode)
+        if self.threshold_mode is not ThresholdMode.FIXED:  # tuned on validation, checkpointed
+            self.register_buffer(THRESHOLDS_KEY, torch.full((num_classes,), 0.5))
+        self.galleries = {"val": EvalCollector(), "test": EvalCollector()}  # proxy retrieval
 
     @property
     def sweep_results(self) -> list[dict[str, Any]]:
@@ -201,6 +234,27 @@ class CMPTModule(LightningModule):
         return self.model(
             batch["image"], batch["text"], batch["image_present"], batch["text_present"]
         )
+
+    def setup(self, stage: str) -> None:
+        """Store the frozen tower weights in bf16 when the trainer's precision is bf16.
+
+        Under ``bf16-mixed`` autocast would otherwise cast them from fp32 in every step; the
+        trainable weights stay fp32 (see :func:`~cmpt_lightning.models.precision.cast_frozen`).
+        Any other precision stores them in fp32 again, and so does :meth:`teardown` at the end
+        of every trainer call.
+        """
+        bf16 = str(self.trainer.precision).startswith("bf16")
+        cast_frozen(self.model.clip, torch.bfloat16 if bf16 else torch.float32)
+        hide_leafspec_warning()  # raised by Lightning's own loader code, until teardown
+
+    def teardown(self, stage: str) -> None:
+        """Store the frozen weights in fp32 again and show torch's ``LeafSpec`` warning again.
+
+        After a bf16 run the module can then be called outside autocast (its frozen weights
+        hold the bf16-rounded values the run used; rebuild the model for the exact fp32 ones).
+        """
+        cast_frozen(self.model.clip, torch.float32)
+        show_leafspec_warning()
 
     def on_train_start(self) -> None:
         """Restart the training iterator when resuming a partly processed epoch.
@@ -281,7 +335,23 @@ class CMPTModule(LightningModule):
             image_present=batch["image_present"],
             text_present=batch["text_present"],
             **extra,
+            **self._proxy_step(stage, batch, output, extra),
         )
+
+    def _proxy_step(
+        self, stage: str, batch: dict[str, Any], output: CMPTOutput, extra: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample proxy diagnostics (``cmpt`` only); gathers the retrieval gallery's rows."""
+        if not self.method.uses_proxies:
+            return {}
+        per_sample, gallery = proxy_batch(
+            output.features,
+            batch["index"],
+            extra.get("image_available", batch["image_present"]),  # what was encoded
+            extra.get("text_available", batch["text_present"]),
+        )
+        self.galleries[stage].update(**gallery)
+        return per_sample
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Evaluate a validation batch (metrics are computed at the epoch's end)."""
@@ -297,16 +367,37 @@ class CMPTModule(LightningModule):
         With a :attr:`test_grid` at test time, also evaluates and writes the grid's cells.
         """
         data = self.collectors[stage].compute(self.all_gather, self.trainer.world_size)
+        gallery = self.galleries[stage].compute(self.all_gather, self.trainer.world_size)
         self.collectors[stage].reset()
+        self.galleries[stage].reset()
         if not data:
             return {}
+        if gallery:
+            data.update(proxy_hits(data["index"], gallery))
+        thresholds = self._thresholds(stage, data)
         if stage == "test" and self.test_grid is not None:
-            self._run_test_grid(self.test_grid, data)
-        return stage_metrics(stage, data, task=self.task, num_classes=self.num_classes)
+            self._run_test_grid(self.test_grid, data, thresholds)
+        return stage_metrics(
+            stage, data, task=self.task, num_classes=self.num_classes, thresholds=thresholds
+        )
 
-    def _run_test_grid(self, grid: TestGrid, data: dict[str, torch.Tensor]) -> None:
+    def _thresholds(self, stage: str, data: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The tuned thresholds to apply (None if fixed), chosen here at a fit's validation."""
+        if self.threshold_mode is ThresholdMode.FIXED:
+            return None
+        buffer = self.get_buffer(THRESHOLDS_KEY)
+        fitting = self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
+        if stage == "val" and fitting:
+            buffer.copy_(select_thresholds(data["logits"], data["label"], self.threshold_mode))
+        return buffer.detach().cpu()
+
+    def _run_test_grid(
+        self, grid: TestGrid, data: dict[str, torch.Tensor], thresholds: torch.Tensor | None
+    ) -> None:
         dm = getattr(self.trainer, "datamodule", None)
-        cells, settings = grid.evaluate(data, dm, task=self.task, num_classes=self.num_classes)
+        cells, settings = grid.evaluate(
+            data, dm, task=self.task, num_classes=self.num_classes, thresholds=thresholds
+        )
         self.test_grid_results = cells
         directory = self.trainer.log_dir or self.trainer.default_root_dir  # a collective: all ranks
         if self.trainer.is_global_zero:
@@ -359,7 +450,8 @@ class CMPTModule(LightningModule):
         if self.lr_scheduler_factory is not None:
             scheduler = self.lr_scheduler_factory(optimizer)
         else:
-            total = int(self.trainer.estimated_stepping_batches)
+            with quiet_stepping_estimate():  # Lightning's note that it loads the data for this
+                total = int(self.trainer.estimated_stepping_batches)
             warmup = int(self.warmup_ratio * total)
             scheduler = LambdaLR(optimizer, WarmupCosine(warmup, total))
         return {
@@ -372,8 +464,9 @@ class CMPTModule(LightningModule):
         return {name for name, p in self.named_parameters() if p.requires_grad}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only the trainable weights; the frozen towers are rebuilt from the hparams."""
-        keys = self._trainable_keys()
+        """Keep only the trainable weights (and tuned thresholds); the frozen towers are rebuilt."""
+        tuned = {THRESHOLDS_KEY} if self.threshold_mode is not ThresholdMode.FIXED else set()
+        keys = self._trainable_keys() | tuned
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keys}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -382,6 +475,7 @@ class CMPTModule(LightningModule):
         The checkpoint then loads strictly. One that lacks any trainable weight is refused.
         """
         state, keys = checkpoint.get("state_dict", {}), self._trainable_keys()
+        checkpoint_thresholds(state, self.threshold_mode)  # tuned ones, kept where they apply
         missing = missing_trainable(state, keys)
         if missing:
             raise KeyError(missing_message(missing, "checkpoint"))

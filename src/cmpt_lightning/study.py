@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -104,11 +105,19 @@ def study_grid(study: StudyGrid) -> Grid:
     return Grid(axes=axes, variants=variants)
 
 
-def _write_grid(grid: Grid, path: Path) -> None:
+def _grid_text(grid: Grid) -> str:
+    """The YAML of a study grid (``variants:`` then the axes), as kept in ``grid.yaml``."""
     axes = {k: v for k, v in grid.axes.items() if k != VARIANT}
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump({"variants": grid.variants, **axes}, sort_keys=False)
-    path.write_text("# the grid of a cmpt study (written by cmpt study)\n" + text)
+    return "# the grid of a cmpt study (written by cmpt study)\n" + text
+
+
+def _write_grid(grid: Grid, path: Path) -> None:
+    """Write ``grid.yaml`` atomically (a reader never sees half a file, a failure leaves none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(_grid_text(grid))
+    tmp.replace(path)
 
 
 def run_study(
@@ -136,12 +145,15 @@ def run_study(
     out = Path(out)
     grid = study_grid(study or StudyGrid())
     grid_file = out / "grid.yaml"
-    _write_grid(grid, grid_file)
     paths = [configs] if isinstance(configs, str | Path) else list(configs)
     launch.setdefault("executor", "debug")
     launch.setdefault("test_types", list(TEST_TYPES))
     settings = launch_settings({"config": paths, **launch}, grid=grid_file, out=out)
-    report = launch_sweep(settings)
+    # grid.yaml is the grid that ran: written only once the sweep's checks pass and it starts
+    # (a dry run, a bad grid or a refused re-run leaves the study directory as it was)
+    report = launch_sweep(settings, grid, on_start=lambda ran: _write_grid(ran, grid_file))
+    if settings.dry_run:
+        print(f"the study's grid (kept as {grid_file} when the study runs):\n{_grid_text(grid)}")
     if report.failures:
         msg = f"{len(report.failures)} run(s) of the study failed:\n{report.summary()}"
         raise RuntimeError(msg)

@@ -1,16 +1,21 @@
 import csv
+import json
 import logging
 import shutil
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Trainer
 
+from cmpt_lightning.datacheck import data_check
 from cmpt_lightning.datamodules.csv import MultimodalCSVDataModule
-from cmpt_lightning.datasets.errors import BadSampleError
+from cmpt_lightning.datasets.errors import BadSampleError, RareClassError
+from cmpt_lightning.errors import UserInputError
 from cmpt_lightning.missing import MissingConfig
 from cmpt_lightning.module import CMPTModule
 from cmpt_lightning.tasks import Task
+from tests.helpers import cmpt
 
 from .conftest import DATA
 
@@ -184,3 +189,102 @@ def test_predict_runs_on_a_table_without_labels(tmp_path):
     assert batch["id"] == ["p0", "p1", "p2"]
     assert batch["image_present"].tolist() == [True, False, True]
     assert batch["text_present"].tolist() == [True, True, False]
+
+
+# --- issue 20: rare classes, label kinds, through setup and the command line ----------------------
+def _typo_table(root, label_of_typo="bird"):
+    """cat and dog, three training rows each, and one training row whose label is a typo."""
+    lines = ["text,label,split"]
+    lines += [f"a {c} {i},{c},train" for c in ("cat", "dog") for i in range(3)]
+    lines.insert(3, f"a typo,{label_of_typo},train")  # line 4 of the file
+    lines += ["val cat,cat,val", "val dog,dog,val", "test cat,cat,test", "test dog,dog,test"]
+    (root / "t.csv").write_text("\n".join(lines) + "\n")
+    return str(root / "t.csv")
+
+
+def test_a_rare_class_is_a_warning_at_setup_naming_it(tmp_path, caplog):
+    path = _typo_table(tmp_path)
+    dm = _dm(tmp_path, data_file="t.csv")
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert dm.class_names == ["bird", "cat", "dog"]  # kept: a warning, not a refusal
+    (record,) = [r for r in caplog.records if "min_class_count" in r.getMessage()]
+    message = record.getMessage()
+    assert record.levelno == logging.WARNING
+    assert "1 class(es) seen in fewer than 2 training rows (min_class_count)" in message
+    assert f"'bird' (1 row, first at {path}:4)" in message
+    assert "rare_classes: error" in message and "rare_classes: ignore" in message
+    assert "'cat'" not in message and "'dog'" not in message
+    dm.setup("test")  # once per setup of the training split, not again
+    assert sum("min_class_count" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_rare_classes_error_ignore_and_the_minimum(tmp_path, caplog):
+    path = _typo_table(tmp_path)
+    with pytest.raises(RareClassError, match=rf"'bird' \(1 row, first at {path}:4\)") as info:
+        _dm(tmp_path, data_file="t.csv", rare_classes="error").setup("fit")
+    assert isinstance(info.value, UserInputError) and isinstance(info.value, ValueError)
+    with caplog.at_level(logging.WARNING):
+        _dm(tmp_path, data_file="t.csv", rare_classes="ignore").setup("fit")
+        _dm(tmp_path, data_file="t.csv", min_class_count=1).setup("fit")
+    assert "min_class_count" not in caplog.text
+    with pytest.raises(RareClassError, match=r"'bird' \(1 row.*'cat' \(3 rows.*'dog' \(3 rows"):
+        _dm(tmp_path, data_file="t.csv", min_class_count=4, rare_classes="error").setup("fit")
+    # a class of the given classes that no training row holds is rare too
+    with pytest.raises(RareClassError, match=r"'fish' \(no training row\)"):
+        _dm(
+            tmp_path, train_file="t.csv", classes=["bird", "cat", "dog", "fish"], min_class_count=1,
+            rare_classes="error", val_fraction=0.0,
+        ).setup("fit")  # fmt: skip
+    with pytest.raises(ValueError, match="rare_classes must be one of warn, error, ignore"):
+        _dm(tmp_path, data_file="t.csv", rare_classes="loud")
+    with pytest.raises(ValueError, match="min_class_count must be an integer >= 0"):
+        _dm(tmp_path, data_file="t.csv", min_class_count=-1)
+
+
+def test_the_data_check_reports_rare_classes(tmp_path, capsys):
+    _typo_table(tmp_path)
+    assert data_check("csv", str(tmp_path), data_file="t.csv") == 0  # a warning, not an error
+    out = capsys.readouterr().out
+    assert "warning: train: 1 class(es) seen in fewer than 2 training rows" in " ".join(out.split())
+
+
+def _fit(tmp_path, init_args) -> int:
+    config = {
+        "model": {"class_path": "cmpt_lightning.CMPTModule", "init_args": {"clip": "cmpt-tiny"}},
+        "data": {
+            "class_path": "cmpt_lightning.MultimodalCSVDataModule",
+            "init_args": {"root": str(tmp_path), "batch_size": 4, **init_args},
+        },
+        "trainer": {
+            "max_epochs": 1, "accelerator": "cpu", "default_root_dir": str(tmp_path / "runs"),
+        },
+    }  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    return cmpt(["fit", "--config", str(tmp_path / "config.yaml")])
+
+
+@pytest.mark.parametrize(
+    ("table", "options", "expected"),
+    [
+        (
+            'text,label\n"a cat",cat\n"a dog",dog\n',
+            {"rare_classes": "error"},
+            "'cat' (1 row, first at {path}:2); 'dog' (1 row, first at {path}:3)",
+        ),
+        (None, {}, "{path}' line 3: label true is a boolean"),
+        ("text,label\ncaf\xe9,cat\nok,dog\n", {}, "{path}' is not UTF-8 text: byte 0xe9"),
+    ],
+)
+def test_a_label_problem_is_one_message_and_exit_2(tmp_path, capsys, table, options, expected):
+    name = "t.jsonl" if table is None else "t.csv"
+    path = tmp_path / name
+    if table is None:
+        lines = [{"text": f"t{i}", "label": v} for i, v in enumerate([0, 1, True, False])]
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    else:
+        path.write_bytes(table.encode("latin-1"))
+    assert _fit(tmp_path, {"train_file": name, "val_fraction": 0.0, **options}) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err
+    assert expected.format(path=path) in " ".join(err.split()), err

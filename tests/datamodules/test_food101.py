@@ -216,3 +216,27 @@ def test_extra_fit_splits_must_be_splits():
     dm.extra_fit_splits = ("dev",)
     with pytest.raises(ValueError, match=r"extra_fit_splits must name splits of .*\['dev'\]"):
         dm.setup("fit")
+
+
+def test_images_without_a_title_are_kept_as_image_only_samples(tmp_path, caplog):
+    root = tmp_path / "food"
+    shutil.copytree(FOOD / "header", root)
+    donuts = root / "images" / "train" / "donuts"
+    shutil.copy(donuts / "donuts_0.jpg", donuts / "donuts_999.jpg")  # no row in train_titles.csv
+    dm = _dm(root, val_fraction=0.0)
+    with caplog.at_level(logging.WARNING):
+        dm.datasets["train"] = dm.build_split("train")  # val_fraction 0: no val split
+    train = dm.datasets["train"]
+    assert len(train) == 21 and train.ids[-1] == "donuts_999"
+    sample = train[train.ids.index("donuts_999")]
+    assert bool(sample["image_present"]) and not bool(sample["text_present"])
+    assert int(sample["label"]) == dm.class_names.index("donuts")  # from its class folder
+    note = (
+        "1 image(s) of the train split have no title (no row in texts/train_titles.csv): kept "
+        "as image-only samples (real missingness)"
+    )
+    assert note in caplog.text
+    dm = _dm(root)
+    dm.setup("fit")  # carved: the image-only sample is in train or val, counted at setup
+    counts = [dm.availability_counts(split) for split in ("train", "val")]
+    assert sum(c["image_only"] for c in counts) == 1 and sum(c["total"] for c in counts) == 21

@@ -68,7 +68,8 @@ def test_options_are_the_constructor_arguments():
 def test_food101_splits_class_count_and_unused_images(tmp_path):
     root = tmp_path / "food"
     shutil.copytree(DATA / "food101" / "header", root)
-    (root / "images" / "train" / "donuts" / "donuts_999.jpg").write_bytes(b"not listed")
+    donuts = root / "images" / "train" / "donuts"
+    shutil.copy(donuts / "donuts_0.jpg", donuts / "donuts_999.jpg")  # an image without a row
     report = _inspect("food101", root)
     assert [(s.split, s.file, s.official) for s in report.splits] == [
         ("train", "images/train", 67972),
@@ -76,7 +77,11 @@ def test_food101_splits_class_count_and_unused_images(tmp_path):
     ]
     assert all("the official split has" in s.warning and s.count > 0 for s in report.splits)
     assert "4 classes, the full dataset has 101" in report.warnings
-    assert "train: 1 image file(s) have no text (not used)" in report.warnings
+    assert (
+        "1 image(s) of the train split have no title (no row in texts/train_titles.csv): kept "
+        "as image-only samples (real missingness)"
+    ) in report.warnings
+    assert report.splits[0].count == 21  # 20 rows and the image-only sample
     assert not _bad(report)
 
 

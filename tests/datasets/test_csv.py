@@ -87,7 +87,7 @@ def test_labels_by_name_index_or_list_and_their_problems(tmp_path):
     assert records[3].problems == ("missing label",)
     assert records[2].source.endswith("t.tsv:4")
     (tmp_path / "m.jsonl").write_text(
-        json.dumps({"text": "x", "label": ["cat", 0]})
+        json.dumps({"text": "x", "label": ["cat", "bird"]})
         + "\n"
         + json.dumps({"text": "y", "label": []})
         + "\n"

@@ -71,8 +71,9 @@ def test_missing_labels_of_tables_are_bad_samples_not_classes(tmp_path):
     # JSONL: a real NaN, in a single-label cell and inside a multilabel list
     lines = [{"text": "x", "label": float("nan")}, {"text": "y", "label": ["cat", float("nan")]}]
     _write_lines(root / "t.jsonl", [json.dumps(line) for line in lines])
-    (single, _) = read_records(root, "t.jsonl", classes=CLASSES)
-    assert single.problems == (NAN,) and single.source.endswith("t.jsonl:1")
+    _write_lines(root / "single.jsonl", [json.dumps(lines[0])])  # a list is no single label
+    (single,) = read_records(root, "single.jsonl", classes=CLASSES)
+    assert single.problems == (NAN,) and single.source.endswith("single.jsonl:1")
     multi = read_records(root, "t.jsonl", classes=CLASSES, task="multilabel")
     assert [r.problems for r in multi] == [(NAN,), (NAN,)]
     assert infer_classes([float("nan"), ["cat", float("nan"), ""], "dog"], "multilabel") == [

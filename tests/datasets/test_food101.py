@@ -11,6 +11,7 @@ from cmpt_lightning.datasets.food101 import (
     food101_classes,
     read_food101,
     read_split_file,
+    untitled_images,
 )
 from cmpt_lightning.datasets.records import stratified_split
 
@@ -153,3 +154,35 @@ def test_stratified_split_is_seeded_stratified_and_order_free():
     assert stratified_split(["x"], [0], 0.5) == ([0], [])
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         stratified_split(ids, groups, 1.0)
+
+
+def test_images_without_a_row_follow_the_rows_as_image_only_records(tmp_path):
+    root = tmp_path / "food"
+    pie = root / "images" / "train" / "apple_pie"
+    pie.mkdir(parents=True)
+    for name in (
+        "apple_pie_0.jpg",
+        "apple_pie_1.jpg",
+        "apple_pie_2.JPG",
+        "notes.txt",
+        "._apple_pie_3.jpg",
+    ):
+        (pie / name).write_bytes(b"x")
+    (root / "images" / "train" / "pizza").mkdir()
+    (root / "images" / "train" / "pizza" / "pizza_0.jpg").write_bytes(b"x")
+    (root / "texts").mkdir()
+    with (root / "texts" / "train_titles.csv").open("w", newline="") as file:
+        csv.writer(file).writerows(
+            [["apple_pie_0.jpg", "pie", "apple_pie"], ["apple_pie_1.jpg", " ", "apple_pie"]]
+        )
+    records = read_food101(root, "train", ["apple_pie"])
+    assert [(r.id, r.text, r.label, r.problems) for r in records] == [
+        ("apple_pie_0", "pie", 0, ()),
+        ("apple_pie_1", " ", 0, ("empty text",)),  # a row with an empty text is still bad
+        ("apple_pie_2", None, 0, ()),  # image-only, labelled by its folder
+        ("pizza_0", None, None, ("unknown class 'pizza'",)),
+    ]
+    assert records[2].source == str(pie / "apple_pie_2.JPG")  # named by its own file
+    assert untitled_images(records) == 2
+    txt = read_food101(FOOD / "txt", "train", CLASSES, "txt")
+    assert untitled_images(txt) == 0 and all(r.text for r in txt)

@@ -190,8 +190,12 @@ def test_a_finished_cell_with_another_config_is_refused(tmp_path, fake_fit):
     changed = tmp_path / "changed.yaml"
     changed.write_text(Path(grid).read_text().replace("max_epochs:\n- 1", "max_epochs:\n- 2"))
     settings.grid = changed
+    files = {p: p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
     with pytest.raises(ValueError, match="different config"):
         launch_sweep(settings)
+    settings.dry_run = True  # a dry run of the changed grid: printed, nothing written
+    launch_sweep(settings)
+    assert {p: p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()} == files
 
 
 @pytest.fixture(scope="module")

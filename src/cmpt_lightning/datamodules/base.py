@@ -6,6 +6,7 @@ The model's preprocessing, the loaders, and the simulated missing modalities of 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from abc import abstractmethod
@@ -14,16 +15,20 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning_utilities.core.apply_func import apply_to_collection
 from torch.utils.data import DataLoader
 
 from ..datasets.base import MultimodalDataset, Sample
 from ..datasets.cache_samples import CachedDataset
 from ..datasets.errors import DataValueError
+from ..datasets.images import PixelsToTensor, defer_normalization, image_normalization
+from ..datasets.images import normalize_pixels as _normalize_pixels
 from ..datasets.records import RecordDataset
 from ..missing import MissingConfig, MissingPlan, availability_counts, combine_availability
 from ..models.clip import build_image_transform, build_tokenizer
 from ..tasks import Task
 from .loaders import EpochShuffleSampler, ResumableDataLoader
+from .mechanism_inputs import mechanism_inputs
 
 __all__ = ["CMPTDataModule", "default_num_workers", "usable_cpus"]
 
@@ -87,6 +92,11 @@ class CMPTDataModule(LightningDataModule):
     #: sample in them stops the run before the first training step (``("test",)`` when the
     #: test split is used after fit: ``cmpt fit --test_after_fit true`` sets it).
     extra_fit_splits: tuple[str, ...] = ()
+    #: Pass images through the loaders as uint8 pixels and normalise them on the batch's
+    #: device (:meth:`on_after_batch_transfer`): a quarter of the bytes between the workers,
+    #: the pinned copy and the GPU, and no float arithmetic in the workers. The families that
+    #: read image files or a cache set it; the generated data (synthetic, world) keeps float.
+    normalize_on_device: bool = False
 
     def __init__(
         self,
@@ -122,12 +132,14 @@ class CMPTDataModule(LightningDataModule):
         self.augment = augment
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.datasets: dict[str, MultimodalDataset] = {}
-        self._plans: dict[tuple[str, int, int | None], MissingPlan] = {}
+        self._plans: dict[tuple[Any, ...], MissingPlan] = {}  # (split, seed, epoch, mechanism)
         #: The realised availability counts of each split, logged once at setup.
         self.counts: dict[str, dict[str, int]] = {}
         #: Ids of prediction rows with neither an image nor a text: not predicted, listed
         #: (``predictions.csv`` writes them with a note).
         self.without_inputs: list[str] = []
+        self._copy_streams: dict[torch.device, torch.cuda.Stream] = {}
+        self._pixel_norm: PixelsToTensor | None = None
 
     # --- what a family provides -------------------------------------------------------------
     @property
@@ -150,8 +162,39 @@ class CMPTDataModule(LightningDataModule):
 
     # --- preprocessing ------------------------------------------------------------------------
     def image_transform(self, train: bool = False) -> Any:
-        """The open_clip preprocessing of :attr:`clip_model` (augmented if train and augment)."""
-        return build_image_transform(self.clip_model, self.pretrained, train=train and self.augment)
+        """The open_clip preprocessing of :attr:`clip_model` (augmented if train and augment).
+
+        With :attr:`normalize_on_device` it ends in
+        :class:`~cmpt_lightning.datasets.images.PixelsToTensor` (uint8 [3, H, W]) instead of
+        ``ToTensor`` and ``Normalize``: :meth:`normalize_images` does their arithmetic on the
+        batch.
+        """
+        transform = build_image_transform(
+            self.clip_model, self.pretrained, train=train and self.augment
+        )
+        return defer_normalization(transform) if self.normalize_on_device else transform
+
+    def normalize_images(self, batch: Sample) -> Sample:
+        """``batch["image"]`` normalised where it lies, if it holds uint8 pixels.
+
+        The arithmetic of open_clip's ``ToTensor`` and ``Normalize``
+        (:func:`~cmpt_lightning.datasets.images.normalize_pixels`), so the values equal those
+        the whole transform makes in a worker; images the data does not have stay zeros.
+        Float images (the generated data's) are left as they are. Lightning calls it through
+        :meth:`on_after_batch_transfer`; call it yourself on batches of these loaders that
+        go to a model without a Trainer.
+        """
+        images = batch.get("image") if isinstance(batch, dict) else None
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+            return batch
+        if self._pixel_norm is None:
+            self._pixel_norm = image_normalization(defer_normalization(self.image_transform()))
+        norm = self._pixel_norm
+        if norm is None:  # a transform without ToTensor + Normalize: only scale to [0, 1]
+            norm = PixelsToTensor((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        present = batch.get("image_available", batch.get("image_present"))
+        batch["image"] = _normalize_pixels(images, norm.mean, norm.std, present)
+        return batch
 
     def tokenizer(self) -> Any:
         """The open_clip tokenizer of :attr:`clip_model`."""
@@ -212,12 +255,19 @@ class CMPTDataModule(LightningDataModule):
         return None
 
     def plan(self, split: str, seed: int, epoch: int | None = None) -> MissingPlan:
-        """The protocol's ranking of ``split``, cached per seed and epoch (see plan_groups)."""
-        key = (split, seed, epoch)
+        """The protocol's ranking of ``split``, cached per seed and epoch (see plan_groups).
+
+        The split's missing-modality settings choose the mechanism (``mcar``, ``label``,
+        ``score``); ``seed`` replaces their seed (a test grid may set its own).
+        """
+        config = self.missing_config(split) or MissingConfig()
+        key = (split, seed, epoch, config.mechanism_key)
         if key not in self._plans:
             ids = list(self.datasets[split].ids)
             groups = self.plan_groups(split)
-            self._plans[key] = MissingPlan(ids, seed=seed, epoch=epoch, groups=groups)
+            config = dataclasses.replace(config, seed=seed, resample_each_epoch=True)
+            inputs = mechanism_inputs(self.datasets[split], config, self.class_names)
+            self._plans[key] = config.plan(ids, epoch=epoch, groups=groups, **inputs)
         return self._plans[key]
 
     def masks(self, split: str, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -307,6 +357,39 @@ class CMPTDataModule(LightningDataModule):
             return batch
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         return self.apply_missing(batch, split, epoch)
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """Copy the batch to ``device``; to a GPU on a side stream, so the copy overlaps compute.
+
+        The pinned batch (``pin_memory``) is copied without blocking on a stream of its own;
+        the compute stream waits for that copy only, and each copied tensor is marked as used
+        by the compute stream, so that its memory is not reused before the step is done.
+        """
+        if device.type != "cuda" or not torch.cuda.is_available():
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        device = torch.device(
+            device.type, torch.cuda.current_device() if device.index is None else device.index
+        )
+        stream = self._copy_streams.get(device)
+        if stream is None:
+            stream = self._copy_streams[device] = torch.cuda.Stream(device)
+        compute = torch.cuda.current_stream(device)
+        with torch.cuda.stream(stream):
+            moved = super().transfer_batch_to_device(batch, device, dataloader_idx)
+        compute.wait_stream(stream)
+        apply_to_collection(moved, torch.Tensor, lambda t: t.is_cuda and t.record_stream(compute))
+        return moved
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_copy_streams"] = {}  # CUDA streams do not pickle (spawned processes, DDP)
+        return state
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalise uint8 images on the batch's device (see :meth:`normalize_images`)."""
+        return self.normalize_images(batch)
 
     # --- loaders ------------------------------------------------------------------------------
     def _current_epoch(self) -> int:

@@ -23,6 +23,7 @@ from ..datasets.cache import (
     read_json,
     tokenizer_identity,
 )
+from ..datasets.cache_files import check_chunks
 
 __all__ = ["CacheOrder", "expected_manifest", "open_manifest"]
 
@@ -82,6 +83,8 @@ def open_manifest(cache: str, expected: CacheManifest) -> CacheManifest:
         CacheNotFoundError: if there is no cache there.
         CacheMismatchError: if it is incomplete (an interrupted build) or does not fit
             (another family, other split settings, image size or tokenizer).
+        CacheChunkError: if a local cache lacks a chunk that a split's ``index.json`` lists,
+            or holds one of another size than recorded.
     """
     location = join_location(cache, MANIFEST_NAME)
     manifest = CacheManifest.from_dict(read_json(location), location)
@@ -92,4 +95,5 @@ def open_manifest(cache: str, expected: CacheManifest) -> CacheManifest:
         )
         raise CacheMismatchError(msg)
     manifest.check(expected, cache)
+    check_chunks(cache, manifest)
     return manifest

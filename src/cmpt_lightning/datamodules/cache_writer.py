@@ -9,8 +9,13 @@ incomplete, and updated as each split is done:
 - a rerun with the same settings after an interruption keeps the finished splits and resumes
   the interrupted one from litdata's checkpoints (with the worker count it started with);
 - a rerun over a finished cache with the same settings does nothing;
-- a rerun with other settings (another model, image storage, split setting) is refused,
-  naming the differences, unless ``overwrite`` (then the folder is emptied first).
+- a rerun with other settings (another model, image storage, split setting), or over a cache
+  that lost chunks, is refused, naming the differences or the files, unless ``overwrite``.
+
+``overwrite`` deletes only the files a build wrote (the manifest lists them; see
+:func:`~cmpt_lightning.datasets.cache_files.build_files`) and the folders they leave empty,
+never anything else: a folder holding other files and no manifest is refused, and so is an
+``out`` that is the dataset's root, lies inside it or holds it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import contextlib
 import io
 import logging
 import multiprocessing
-import shutil
+import os
+import re
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -35,6 +41,13 @@ from ..datasets.cache import (
     read_json,
     require_litdata,
     write_json,
+)
+from ..datasets.cache_files import (
+    CacheChunkError,
+    build_files,
+    chunk_problems,
+    rebuild_hint,
+    split_files,
 )
 from ..datasets.cache_samples import SampleEncoder
 from ..datasets.errors import DataValueError
@@ -98,29 +111,119 @@ def _differences(old: CacheManifest, new: CacheManifest) -> list[str]:
     ]
 
 
+def _relation(out: Path, root: Path) -> str | None:
+    """How ``out`` lies to ``root`` if it is the root, inside it or above it (else None)."""
+    if out == root:
+        return "is"
+    if root in out.parents:
+        return "lies inside"
+    if out in root.parents:
+        return "holds"
+    return None
+
+
+def _refuse_data_root(out: str, root: Path) -> None:
+    """Refuse an ``out`` that is the dataset's root, inside it or above it.
+
+    Compared both as given (made absolute) and with symbolic links resolved, so that neither
+    a link to the root nor a link inside it slips through.
+
+    Raises:
+        DataValueError: naming both folders and where to write instead.
+    """
+    given, data = Path(os.path.abspath(Path(out).expanduser())), Path(os.path.abspath(root))
+    relation = _relation(given, data) or _relation(given.resolve(), data.resolve())
+    if relation is None:
+        return
+    sibling = data.parent / f"{data.name}_cache"
+    msg = (
+        f"--out {out!r} {relation} the dataset's --root {str(root)!r}: a cache is never "
+        "written where the raw data lies (and --overwrite would delete it). Give an --out "
+        f"outside the root that does not hold it either, e.g. --out {str(sibling)!r}"
+    )
+    raise DataValueError(msg)
+
+
+def _files(out: Path, limit: int = 100_000) -> list[Path]:
+    """The files under ``out`` (at most ``limit``), sorted."""
+    found: list[Path] = []
+    for folder, _, names in os.walk(out):
+        found.extend(Path(folder, name) for name in names)
+        if len(found) >= limit:
+            break
+    return sorted(found)
+
+
+def _count(files: list[Path]) -> str:
+    return f"{len(files):,} file" + ("" if len(files) == 1 else "s")
+
+
+def _clear(out: Path, manifest: CacheManifest) -> None:
+    """Delete the files the build of ``manifest`` wrote in ``out``, and the folders left empty.
+
+    Raises:
+        DataValueError: before deleting anything, if a split's folder holds other files (the
+            new build would write among them).
+    """
+    ours = build_files(out, manifest, CACHE_SPLITS)
+    known = set(ours)
+    foreign = [p for split in CACHE_SPLITS for p in _files(out / split) if p not in known]
+    if foreign:
+        names = ", ".join(str(p.relative_to(out)) for p in foreign[:5])
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        msg = (
+            f"{str(out)!r} holds a cache, but its split folders also hold {_count(foreign)} "
+            f"that no cache build wrote ({names}{more}): --overwrite deletes only what a "
+            "build wrote. Move them away, or give another --out"
+        )
+        raise DataValueError(msg)
+    for path in ours:  # the manifest last: an interrupted clear can be run again
+        path.unlink(missing_ok=True)
+    for split in CACHE_SPLITS:
+        for folder in (out / split / ".checkpoints", out / split):
+            with contextlib.suppress(OSError):  # not empty (or not there): kept
+                folder.rmdir()
+
+
 def _prepare(out: Path, planned: CacheManifest, overwrite: bool) -> CacheManifest | None:
-    """The manifest of a build to continue in ``out``, or None to start afresh (emptied)."""
+    """The manifest of a build to continue in ``out``, or None to start afresh (cleared)."""
+    if out.exists() and not out.is_dir():
+        msg = f"--out {str(out)!r} is a file: give a folder (new, empty, or holding a cache)"
+        raise DataValueError(msg)
     path = out / MANIFEST_NAME
     if path.is_file():
         old = CacheManifest.from_dict(read_json(str(path)), str(path))
         differences = _differences(old, planned)
-        if not differences:
+        problems = [] if differences else chunk_problems(str(out), old.splits)
+        if not differences and not problems:
             return old
-        if not overwrite:
+        if not overwrite and differences:
             listed = "\n  ".join(differences)
             msg = (
                 f"{str(out)!r} holds a cache built with other settings:\n  {listed}\n"
                 "Give another --out, or --overwrite true to replace it"
             )
             raise CacheMismatchError(msg)
-    elif out.is_dir() and any(out.iterdir()) and not overwrite:
-        msg = (
-            f"{str(out)!r} is not empty and holds no cache (no {MANIFEST_NAME}): give an "
-            "empty or new folder as --out, or --overwrite true to empty it"
-        )
-        raise DataValueError(msg)
+        if not overwrite:
+            msg = (
+                f"the cache at {str(out)!r} lacks files that its splits' index.json list: "
+                f"{', '.join(problems[:5])}: {rebuild_hint(str(out), old)}"
+            )
+            raise CacheChunkError(msg)
+        _clear(out, old)
+        return None
     if out.is_dir():
-        shutil.rmtree(out)
+        files = _files(out)
+        if files:
+            names = ", ".join(str(p.relative_to(out)) for p in files[:5])
+            more = " or more" if len(files) >= 100_000 else ""
+            msg = (
+                f"--out {str(out)!r} holds {_count(files)}{more} and no cache (no "
+                f"{MANIFEST_NAME}), e.g. {names}: cmpt data cache writes only into a new or "
+                "empty folder or a cache's own, and --overwrite deletes only the files a cache "
+                "build wrote. Give a new or empty folder as --out"
+            )
+            raise DataValueError(msg)
     return None
 
 
@@ -154,7 +257,7 @@ def _write_split(
     if _written(folder, len(dataset)):
         return  # finished before an interruption that came before the manifest's update
     if (folder / "index.json").exists():
-        for stale in folder.glob("*.bin"):
+        for stale in folder.glob("chunk-*-*.bin"):  # litdata's names: nothing else is ours
             stale.unlink()
         (folder / "index.json").unlink()
     methods = multiprocessing.get_all_start_methods()
@@ -173,18 +276,37 @@ def _write_split(
         )
 
 
-class _WithoutAdvert(io.TextIOBase):
-    """Standard output without litdata's "Create an account on https://lightning.ai/" line."""
+#: What litdata's ``optimize`` prints on standard output besides its progress bar (stderr): its
+#: advert and its workers' chatter, by exact message (anything else, e.g. an error, passes).
+_LITDATA_CHATTER = re.compile(
+    r"Create an account on https://lightning\.ai/.*"
+    r"|Setting multiprocessing start_method to \w+\. ?"
+    r"|Storing the files under \S.*"
+    r"|Setup started with fast_dev_run=\w+\."
+    r"|Setup finished in [\d.]+ seconds\. Found \d+ items to process\."
+    r"|Resuming from last saved checkpoint\.\.\."
+    r"|No checkpoints found\. Saving current configuration\.\.\."
+    r"|Checkpoints loaded successfully\."
+    r"|Starting \d+ workers with \d+ items\. The progress bar is only updated when a worker "
+    r"finishes\."
+    r"|Workers are ready ! Starting data processing\.\.\."
+    r"|Rank \d+ inferred the following `\[.*\]` data format\."
+    r"|Worker \d+ is (?:terminating|done)\."
+    r"|Workers are finished\."
+    r"|Finished data processing!"
+)
 
-    _ADVERT = "Create an account on https://lightning.ai/"
+
+class _WithoutAdvert(io.TextIOBase):
+    """Standard output without litdata's advert and worker chatter (:data:`_LITDATA_CHATTER`)."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self._dropped = False  # print() writes the line's end separately
 
     def write(self, text: str) -> int:
-        """Pass ``text`` on unless it is the advert (or the end of its line)."""
-        if text.startswith(self._ADVERT):
+        """Pass ``text`` on unless it is the advert or chatter (or the end of its line)."""
+        if _LITDATA_CHATTER.fullmatch(text.rstrip("\n")):
             self._dropped = True
         elif self._dropped and text == "\n":
             self._dropped = False
@@ -223,7 +345,8 @@ def write_cache(
         jpeg_quality: the quality of ``jpeg`` images.
         workers: litdata's writer processes (None: the usable CPU cores).
         chunk_bytes: the size of a chunk (litdata's ``chunk_bytes``, e.g. ``64MB``).
-        overwrite: replace a cache built with other settings, or other files, in ``out``.
+        overwrite: replace a cache built with other settings, or one that lost chunks, in
+            ``out`` (deleting only the files its build wrote).
         verbose: show litdata's progress bar.
 
     Returns:
@@ -231,8 +354,9 @@ def write_cache(
 
     Raises:
         CacheMismatchError: if ``out`` holds a cache built with other settings.
-        ValueError: for a URL or a non-empty folder without a cache as ``out``, or an unknown
-            split.
+        CacheChunkError: if ``out`` holds a cache that lost chunks (without ``overwrite``).
+        ValueError: for a URL, the dataset's root (or a folder inside or above it), or a
+            non-empty folder without a cache as ``out``, or an unknown split.
     """
     if is_url(out):
         msg = (
@@ -247,6 +371,7 @@ def write_cache(
     if dm.cache is not None:
         msg = f"the data module to cache reads a cache itself ({dm.cache!r}); give it the files"
         raise DataValueError(msg)
+    _refuse_data_root(out, dm.root)
     storage = ImageStorage.parse(image_storage, "image_storage")
     folder = Path(out).expanduser()
     planned = _planned(dm, storage, resize, jpeg_quality)
@@ -289,6 +414,8 @@ def write_cache(
             "text": int(text.sum()),
             "bad_skipped": len({b.index for b in dm.bad_samples.get(split, [])}),
         }
+        written = {*manifest.files, *split_files(folder, split), MANIFEST_NAME}
+        manifest.files = sorted(written)
         write_json(folder / MANIFEST_NAME, manifest.to_dict())
     manifest.complete = True
     write_json(folder / MANIFEST_NAME, manifest.to_dict())

@@ -5,8 +5,11 @@ The columns are described in :mod:`cmpt_lightning.datasets.csv`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
+
+from lightning.pytorch.utilities import rank_zero_only
 
 from ..datasets.checks import CheckReport
 from ..datasets.csv import (
@@ -16,14 +19,17 @@ from ..datasets.csv import (
     table_labels,
     table_splits,
 )
-from ..datasets.errors import DataValueError
-from ..datasets.labels import infer_classes
+from ..datasets.errors import DataValueError, RareClassError
+from ..datasets.labels import RareClasses, class_counts, infer_classes, rare_class_report
 from ..datasets.records import Record
 from ..tasks import Task
 from .files import FileDataModule, check_val_fraction, plain
 from .predict import PredictInput, PredictTable, check_predict, read_predict
 
 __all__ = ["MultimodalCSVDataModule"]
+
+log = logging.getLogger(__name__)
+_warn_once = rank_zero_only(log.warning)  # setup runs on every process: say it on rank zero
 
 #: A split's rows: the table file and the split-column values to keep (None: every row).
 Source = tuple[str, list[str] | None]
@@ -40,7 +46,9 @@ class MultimodalCSVDataModule(FileDataModule):
     are counted as ``spared``). ``predict`` reads ``predict_file`` (no label column needed;
     see :mod:`~cmpt_lightning.datamodules.predict`), else the test split; its rows with
     neither an image nor a text are not predicted but listed in :attr:`without_inputs`, and
-    rows without an id are named by their line number in the file.
+    rows without an id are named by their line number in the file. A class that fewer than
+    ``min_class_count`` training rows hold (a label typo becomes a class of one row) is logged
+    at setup, naming each such class, its count and its first line (``rare_classes``).
 
     Args:
         root: the folder the tables and the image paths are relative to.
@@ -64,6 +72,13 @@ class MultimodalCSVDataModule(FileDataModule):
         val_fraction: share of each class of the training rows held out for validation when
             the data has no validation rows.
         split_seed: seed of that hold-out; a pure function of (seed, ids).
+        min_class_count: a class held by fewer training rows than this is a rare class (see
+            ``rare_classes``); 2 (the default) flags a class of one row, the usual sign of a
+            typo in a label. A class of the given ``classes`` that no training row holds is
+            rare too.
+        rare_classes: what a rare class is at setup (and in ``cmpt data check``): ``warn``
+            (log a warning naming each rare class, its count, the file and its first line),
+            ``error`` (stop with that message) or ``ignore``.
         **kwargs: the settings of :class:`FileDataModule` (``image_check``, ``on_bad_sample``,
             ...) and :class:`CMPTDataModule` (``batch_size``, ``train_missing``, ...).
     """
@@ -90,9 +105,14 @@ class MultimodalCSVDataModule(FileDataModule):
         label_separator: str = "|",
         val_fraction: float = 0.1,
         split_seed: int = 0,
+        min_class_count: int = 2,
+        rare_classes: RareClasses | str = "warn",
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)
+        if isinstance(min_class_count, bool) or min_class_count < 0:
+            msg = f"min_class_count must be an integer >= 0 (0: no check), got {min_class_count!r}"
+            raise DataValueError(msg)
         if data_file is not None and train_file is not None:
             msg = f"give data_file or train_file, not both (got {data_file!r} and {train_file!r})"
             raise DataValueError(msg)
@@ -110,6 +130,8 @@ class MultimodalCSVDataModule(FileDataModule):
         self.label_separator = label_separator
         self.val_fraction = check_val_fraction(val_fraction)
         self.split_seed = split_seed
+        self.min_class_count = min_class_count
+        self.rare_classes = RareClasses.parse(rare_classes, "rare_classes")
         self._present: set[str] | None = None
 
     # --- classes ------------------------------------------------------------------------------
@@ -128,8 +150,30 @@ class MultimodalCSVDataModule(FileDataModule):
         return self._classes
 
     def _infer_classes(self, source: Source) -> list[str]:
-        labels = table_labels(self.root, source[0], self.columns, source[1])
+        labels = table_labels(
+            self.root, source[0], self.columns, source[1], self.task, self.label_separator
+        )
         return infer_classes(labels, self.task, self.label_separator)
+
+    def rare_class_message(self, records: Sequence[Record], classes: Sequence[str]) -> str | None:
+        """What is said about the rare classes of the training ``records`` (None: none is rare).
+
+        Counts each class over the training rows as read (before the validation carve), with
+        the ``file:line`` of its first row; see ``min_class_count``.
+        """
+        counts = class_counts(((r.source, r.label) for r in records), classes)
+        return rare_class_report(counts, self.min_class_count)
+
+    def _check_rare(self, records: Sequence[Record]) -> None:
+        """Warn about the rare classes of the training rows, or fail (``rare_classes``)."""
+        if self.rare_classes is RareClasses.IGNORE:
+            return
+        message = self.rare_class_message(records, self.classes)
+        if message is None:
+            return
+        if self.rare_classes is RareClasses.ERROR:
+            raise RareClassError(message)
+        _warn_once("%s", message)
 
     def data_settings(self) -> dict[str, Any]:
         """The settings that decide the samples: the tables, columns, task, classes and carve."""
@@ -190,6 +234,8 @@ class MultimodalCSVDataModule(FileDataModule):
             msg = "no training rows: give train_file, or data_file with train rows"
             raise DataValueError(msg)
         pool = self._read(train, split)
+        if split == "train":
+            self._check_rare(pool.records)
         multilabel = self.task is Task.MULTILABEL
         groups = [0 if multilabel or r.label is None else r.label for r in pool.records]
         fix = "give val_file, val rows in the split column, or val_fraction > 0"
@@ -210,7 +256,10 @@ class MultimodalCSVDataModule(FileDataModule):
                 f"the split column {self.columns.split!r} of data_file"
             )
             raise DataValueError(msg)
-        return self._read(source, split)
+        dataset = self._read(source, split)
+        if split == "train":
+            self._check_rare(dataset.records)
+        return dataset
 
     def _predict_dataset(self) -> PredictTable:
         if self.predict_file is not None:
@@ -227,8 +276,9 @@ class MultimodalCSVDataModule(FileDataModule):
         """Every split the options name, and ``predict_file``, read as the module reads them.
 
         Without ``classes``, the classes inferred from the training labels (of the first split
-        if there are none) are reported as info; prediction rows with neither an image nor a
-        text are a warning (they are not predicted), not an error.
+        if there are none) are reported as info; rare classes of the training rows (see
+        ``min_class_count``) are a warning unless ``rare_classes: ignore``; prediction rows with
+        neither an image nor a text are a warning (they are not predicted), not an error.
         """
         report = CheckReport()
         sources = [(split, self.source(split)) for split in self.raw_splits]
@@ -241,6 +291,9 @@ class MultimodalCSVDataModule(FileDataModule):
         for split, source in present:
             records = self._records(source, classes)
             report.add(split, source[0], records, self.find_bad(records))
+            rare = self.rare_class_message(records, classes) if split == "train" else None
+            if rare is not None and self.rare_classes is not RareClasses.IGNORE:
+                report.warnings.append(f"{split}: {rare}")
         if self.predict_file is not None:
             check_predict(self, report, PredictInput(self.predict_file, self.columns))
         return report

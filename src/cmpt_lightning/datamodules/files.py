@@ -128,6 +128,8 @@ class FileDataModule(CMPTDataModule):
     raw_splits: ClassVar[tuple[str, ...]] = ()
     #: Samples per raw split of the official release (a different count is only a warning).
     official_sizes: ClassVar[Mapping[str, int]] = {}
+    #: Images travel through the loaders as uint8 and are normalised on the device.
+    normalize_on_device = True
 
     def __init__(
         self,

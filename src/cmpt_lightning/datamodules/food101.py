@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+from lightning.pytorch.utilities import rank_zero_only
 
 from ..datasets.checks import CheckReport
 from ..datasets.errors import DataValueError
@@ -15,19 +18,33 @@ from ..datasets.food101 import (
     food101_classes,
     read_food101,
     read_split_file,
+    untitled_images,
 )
 from ..tasks import Task
 from .files import FileDataModule, check_val_fraction
 from .predict import PredictInput, PredictTable, check_predict, read_predict
 
-__all__ = ["Food101DataModule"]
+__all__ = ["Food101DataModule", "untitled_note"]
+
+log = logging.getLogger(__name__)
+_warn_once = rank_zero_only(log.warning)  # setup runs on every process: say it on rank zero
+
+
+def untitled_note(split: str, count: int) -> str:
+    """What setup logs and ``cmpt data check`` reports about a split's images without a title."""
+    return (
+        f"{count} image(s) of the {split} split have no title (no row in "
+        f"texts/{split}_titles.csv): kept as image-only samples (real missingness)"
+    )
 
 
 class Food101DataModule(FileDataModule):
     """UPMC Food-101: official train and test splits, and validation carved from train.
 
     The validation carve is seeded and stratified by class; a user ``split_file`` replaces
-    all three splits. ``predict`` reads ``predict_file``, else the test split.
+    all three splits. ``predict`` reads ``predict_file``, else the test split. Images without
+    a row in their split's ``texts/<split>_titles.csv`` are image-only samples (real
+    missingness); setup logs how many each split has.
 
     Args:
         root: the dataset folder, holding ``images/`` and ``texts/`` (or ``texts_txt/``).
@@ -83,7 +100,7 @@ class Food101DataModule(FileDataModule):
         return self._classes
 
     def _read(self, split: str) -> Food101Dataset:
-        return Food101Dataset(
+        dataset = Food101Dataset(
             self.root,
             split,
             self.image_transform(train=False),
@@ -92,6 +109,10 @@ class Food101DataModule(FileDataModule):
             classes=self.classes,
             text_source=self.text_source,
         )
+        for part, count in dataset.untitled.items():
+            if count:
+                _warn_once("%s", untitled_note(part, count))
+        return dataset
 
     def _from_split_file(self, split: str, split_file: str) -> Food101Dataset:
         table = read_split_file(split_file)
@@ -146,9 +167,10 @@ class Food101DataModule(FileDataModule):
         return dataset.select(range(len(dataset)), self.image_transform(train=split == "train"))
 
     def inspect(self) -> CheckReport:
-        """Train and test against the official sizes, the class count, unused images; predict_file.
+        """Train and test against the official sizes, class count, untitled images; predict_file.
 
-        Image files without a text (not in the split's table) are a warning: they are not used.
+        Image files without a row in the split's titles CSV are a warning: they are kept as
+        image-only samples (counted in the split's samples), as at setup.
         """
         report = CheckReport()
         if len(self.classes) != OFFICIAL_CLASSES:
@@ -158,10 +180,9 @@ class Food101DataModule(FileDataModule):
             records = read_food101(self.root, split, self.classes, self.text_source)
             official = self.official_sizes[split]
             report.add(split, f"images/{split}", records, self.find_bad(records), official)
-            on_disk = {p.stem for p in (self.root / "images" / split).rglob("*") if p.is_file()}
-            unlisted = len(on_disk - {r.id for r in records})
-            if unlisted:
-                report.warnings.append(f"{split}: {unlisted} image file(s) have no text (not used)")
+            untitled = untitled_images(records)
+            if untitled:
+                report.warnings.append(untitled_note(split, untitled))
         if self.predict_file is not None:
             check_predict(self, report, PredictInput(self.predict_file))
         return report

@@ -12,9 +12,25 @@ from typing import Any
 from litdata import StreamingDataLoader, StreamingDataset
 from torch.utils.data import default_collate
 
+from ..datasets.cache_files import vanished
 from ..datasets.cache_samples import SampleDecoder
 
-__all__ = ["StreamingTrainLoader", "streaming_train_loader"]
+__all__ = ["CheckedStreamingDataset", "StreamingTrainLoader", "streaming_train_loader"]
+
+
+class CheckedStreamingDataset(StreamingDataset):
+    """litdata's ``StreamingDataset``, whose missing chunk is a ``CacheChunkError``.
+
+    litdata waits for a chunk that is not on disk and raises its ``ChunkWaitTimeoutError``
+    with a traceback; a chunk that vanished after the run checked the cache is instead one
+    message naming it and how to fix the cache (in a DataLoader worker too).
+    """
+
+    def __getitem__(self, index: Any) -> Any:
+        try:
+            return super().__getitem__(index)
+        except FileNotFoundError as err:
+            raise vanished(str(self.input_dir.url or self.input_dir.path), err) from None
 
 
 class StreamingTrainLoader(StreamingDataLoader):
@@ -103,7 +119,7 @@ def streaming_train_loader(
         consumed: returns the batches of the current epoch the trainer has processed.
         options: the options of the files' loaders (batch size, workers, pinning, prefetch).
     """
-    dataset = StreamingDataset(location, shuffle=True, seed=seed, transform=decoder)
+    dataset = CheckedStreamingDataset(location, shuffle=True, seed=seed, transform=decoder)
     return StreamingTrainLoader(
         dataset,
         epoch=epoch,

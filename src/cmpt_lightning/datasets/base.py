@@ -13,13 +13,16 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .errors import DataValueError
+from .images import image_dtype
 
 __all__ = ["MultimodalDataset", "Sample", "TokenCache", "cap_text", "context_length"]
 
-#: One sample: ``image`` [3, H, W] float, ``text`` [L] int64 token ids, ``label`` (int64 scalar
-#: for multiclass/binary, float [C] for multilabel), ``image_present`` / ``text_present`` (bool
-#: scalars: the data has this modality), ``id`` (str, stable across runs and machines) and
-#: ``index`` (int64 scalar, position in this dataset). An absent modality is all zeros.
+#: One sample: ``image`` [3, H, W] float (uint8 pixels when the transform defers its
+#: normalisation to the device: :mod:`~cmpt_lightning.datasets.images`), ``text`` [L] int64
+#: token ids, ``label`` (int64 scalar for multiclass/binary, float [C] for multilabel),
+#: ``image_present`` / ``text_present`` (bool scalars: the data has this modality), ``id``
+#: (str, stable across runs and machines) and ``index`` (int64 scalar, position in this
+#: dataset). An absent modality is all zeros.
 Sample = dict[str, Any]
 
 #: Non-space characters handed to the tokenizer per token of its context: the text is cut
@@ -230,7 +233,7 @@ class MultimodalDataset(Dataset[Sample], ABC):
             rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() copies
             pixels = self.image_transform(rgb)
         else:
-            pixels = torch.zeros(3, *self.image_size)
+            pixels = torch.zeros(3, *self.image_size, dtype=image_dtype(self.image_transform))
         return {
             "image": pixels,
             "text": self.token_ids(text),

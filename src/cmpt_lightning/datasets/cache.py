@@ -37,6 +37,7 @@ __all__ = [
     "CACHE_FORMAT",
     "MANIFEST_NAME",
     "SAMPLES_NAME",
+    "CacheCorruptError",
     "CacheDependencyError",
     "CacheManifest",
     "CacheMismatchError",
@@ -95,6 +96,25 @@ class CacheDependencyError(UserInputError, ImportError):
     """litdata, which reads and writes caches, is not installed."""
 
 
+class CacheCorruptError(UserInputError, ValueError):
+    """A file of a cache that is not valid JSON (cut short, edited): it names the file."""
+
+
+def _parse_json(text: str, location: str) -> Any:
+    """The JSON document ``text`` read from ``location``; a broken one names the file."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:
+        lineno, colno = getattr(err, "lineno", None), getattr(err, "colno", None)
+        where = f", line {lineno} column {colno}" if lineno is not None else ""
+        reason = getattr(err, "msg", None) or type(err).__name__
+        msg = (
+            f"{location!r} is not valid JSON ({reason}{where}): the cache is damaged (cut "
+            "short or edited); build it again with `cmpt data cache`"
+        )
+        raise CacheCorruptError(msg) from err
+
+
 def require_litdata() -> None:
     """Check that litdata can be imported.
 
@@ -128,13 +148,14 @@ def read_json(location: str) -> Any:
 
     Raises:
         CacheNotFoundError: if there is no file there.
+        CacheCorruptError: if it is not valid JSON.
     """
     if not is_url(location):
         path = Path(location)
         if not path.is_file():
             msg = f"no {path.name} at {str(path)!r}"
             raise CacheNotFoundError(msg)
-        return json.loads(path.read_text())
+        return _parse_json(path.read_text(encoding="utf-8", errors="replace"), str(path))
     require_litdata()
     from litdata.streaming.fs_provider import _get_fs_provider
 
@@ -145,7 +166,7 @@ def read_json(location: str) -> Any:
     with tempfile.TemporaryDirectory() as folder:
         local = os.path.join(folder, "file.json")
         provider.download_file(location, local)
-        return json.loads(Path(local).read_text())
+        return _parse_json(Path(local).read_text(encoding="utf-8", errors="replace"), location)
 
 
 def write_json(path: Path, content: Any) -> None:
@@ -216,7 +237,11 @@ class CacheManifest:
         complete: False while ``cmpt data cache`` is writing it (an interrupted build).
         format: :data:`CACHE_FORMAT` of the writer.
         versions: the versions of cmpt-lightning and litdata that wrote it.
-        build: how it was built, for the record (the raw root, the image check).
+        build: how it was built, for the record (the raw root, the image check, the writer
+            processes of each split started).
+        files: the files the build wrote, relative to the cache's folder (each finished
+            split's chunks, ``index.json`` and ``samples.json``, and the manifest): all that
+            ``cmpt data cache --overwrite true`` may delete.
     """
 
     family: str
@@ -230,6 +255,7 @@ class CacheManifest:
     format: int = CACHE_FORMAT
     versions: dict[str, str] = field(default_factory=dict)
     build: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as a JSON-ready dict."""

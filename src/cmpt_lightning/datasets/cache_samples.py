@@ -38,7 +38,9 @@ from .cache import (
     require_litdata,
     split_image_transform,
 )
+from .cache_files import read_item
 from .errors import DataValueError
+from .images import image_dtype
 from .records import RecordDataset
 
 __all__ = ["CachedDataset", "SampleDecoder", "SampleEncoder", "resize_short_side"]
@@ -143,9 +145,11 @@ class SampleDecoder:
             with Image.open(io.BytesIO(data)) as image:
                 return self.transform(image.convert("RGB"))
         height, width = self.image_size
-        pixels = np.frombuffer(bytearray(data), dtype=np.uint8).reshape(height, width, 3)
-        if self.tail is not None:
-            return self.tail(pixels)  # ToTensor and Normalize, as on the file's crop
+        # PixelsToTensor copies the read-only bytes once; ToTensor needs a writable array
+        buffer = data if image_dtype(self.transform) is torch.uint8 else bytearray(data)
+        pixels = np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 3)
+        if self.tail is not None:  # as on the file's crop: ToTensor and Normalize, or
+            return self.tail(pixels)  # PixelsToTensor (uint8, normalised on the device)
         return self.transform(Image.fromarray(pixels))
 
     def __call__(self, item: dict[str, Any]) -> Sample:
@@ -156,7 +160,10 @@ class SampleDecoder:
             target = torch.from_numpy(np.array(label, dtype=np.float32))
         else:
             target = torch.tensor(int(label), dtype=torch.long)
-        pixels = self.image(item["image"]) if image_present else torch.zeros(3, *self.image_size)
+        if image_present:
+            pixels = self.image(item["image"])
+        else:
+            pixels = torch.zeros(3, *self.image_size, dtype=image_dtype(self.transform))
         return {
             "image": pixels,
             "text": torch.from_numpy(np.array(item["text"], dtype=np.int64)),
@@ -257,7 +264,7 @@ class CachedDataset(MultimodalDataset):
 
     def load_image(self, index: int) -> Image.Image | None:
         """The stored image of sample ``index`` (a uint8 cache's crop), or None."""
-        item = self.reader()[index]
+        item = read_item(self.reader(), index, self.location)  # a lost chunk: one message
         if not item["image_present"]:
             return None
         if self.decoder.storage is ImageStorage.JPEG:
@@ -275,7 +282,7 @@ class CachedDataset(MultimodalDataset):
         return self[index]["label"]
 
     def __getitem__(self, index: int) -> Sample:
-        item = self.reader()[index]
+        item = read_item(self.reader(), index, self.location)  # a lost chunk: one message
         if int(item["index"]) != index or str(item["id"]) != self.ids[index]:
             msg = (
                 f"the cached split at {self.location!r} holds sample {item['id']!r} at position "

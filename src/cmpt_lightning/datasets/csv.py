@@ -8,7 +8,10 @@ One row per sample. Columns (names configurable, see :class:`Columns`):
 - ``text``: the text; empty: the sample has no text;
 - ``label``: a class name, an integer class index, or for multi-label tasks a list (a JSON list
   ``["a", "b"]`` in a CSV cell or a real list in JSONL, or names joined by ``|``); an empty,
-  whitespace-only or NaN label (``nan`` in a CSV) is a bad sample, never a class;
+  whitespace-only or NaN label (``nan`` in a CSV) is a bad sample, never a class. Names and
+  indices do not mix in one table, and a boolean, float, JSON object or (single-label) list is
+  no label: the table is refused, naming its line (see
+  :func:`~cmpt_lightning.datasets.labels.check_label_kinds`);
 - ``id`` (optional): a stable sample id; without the column, the row's position in the file
   (``"0"`` for the first data row) is the id;
 - ``split`` (optional): ``train``, ``val`` or ``test`` (also ``valid``, ``validation``,
@@ -17,7 +20,8 @@ One row per sample. Columns (names configurable, see :class:`Columns`):
 A row without an image or a text is real missingness and is kept as such (in JSONL, ``null``
 and ``NaN`` are empty too); a row with neither, an image path that does not open or leads
 outside the root, a missing or unknown label, or a line that is not a JSON object is a bad
-sample, named by its file and line.
+sample, named by its file and line. The table must be UTF-8 (a byte order mark is fine; see
+:mod:`~cmpt_lightning.datasets.tables`), and its cells may be of any length.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from PIL import Image
 
 from ..tasks import Task
 from .errors import DatasetNotFoundError, DataValueError
-from .labels import class_key, is_blank, parse_label
+from .labels import check_label_kinds, class_key, is_blank, parse_label
 from .records import Record, RecordDataset
 from .tables import Row, read_table
 
@@ -41,6 +45,7 @@ __all__ = [
     "SPLIT_NAMES",
     "Columns",
     "MultimodalCSVDataset",
+    "check_labels",
     "read_records",
     "resolve_path",
     "table_labels",
@@ -100,6 +105,22 @@ def resolve_path(root: str | Path, file: str | Path) -> Path:
     return path
 
 
+def check_labels(
+    path: Path, rows: Sequence[Row], column: str, task: Task | str, separator: str = "|"
+) -> None:
+    """Refuse the table's labels unless they are all class names or all class indices.
+
+    Every row of the file is checked, whichever splits are read (see
+    :func:`~cmpt_lightning.datasets.labels.check_label_kinds`).
+
+    Raises:
+        LabelTypeError: naming the file, the line (the row, in a JSON list) and the value.
+    """
+    cells = [(row.line, row.cells.get(column)) for row in rows if row.cells is not None]
+    unit = "row" if path.suffix.lower() == ".json" else "line"
+    check_label_kinds(str(path), cells, task, separator, unit)
+
+
 def read_records(
     root: str | Path,
     file: str | Path,
@@ -127,6 +148,7 @@ def read_records(
     Raises:
         DatasetNotFoundError: if the root or the file is missing.
         ValueError: if a needed column is missing, or a split value is unknown.
+        LabelTypeError: if a label is no class name or index, or names and indices mix.
     """
     task, columns = Task(task), columns or Columns()
     path = resolve_path(root, file)
@@ -143,6 +165,8 @@ def read_records(
             "label_column, or give unlabelled data as predict_file"
         )
         raise DataValueError(msg)
+    if labelled:
+        check_labels(path, rows, columns.label, task, label_separator)
     if splits is not None:
         rows = _rows_of_splits(path, names, rows, columns, splits)
     index = {name: i for i, name in enumerate(classes)}
@@ -224,14 +248,22 @@ def table_labels(
     file: str | Path,
     columns: Columns | None = None,
     splits: Sequence[str] | None = None,
+    task: Task | str = Task.MULTICLASS,
+    label_separator: str = "|",
 ) -> list[Any]:
-    """The label cells of a table's rows (of ``splits`` only, if given)."""
+    """The label cells of a table's rows (of ``splits`` only, if given).
+
+    Raises:
+        LabelTypeError: if a label of the table is no class name or index for ``task``, or
+            names and indices mix (see :func:`check_labels`).
+    """
     columns = columns or Columns()
     path = resolve_path(root, file)
     names, rows = read_table(path)
     if columns.label not in names:
         msg = f"{str(path)!r} has no label column {columns.label!r} ({names}); set label_column"
         raise DataValueError(msg)
+    check_labels(path, rows, columns.label, task, label_separator)
     if splits is not None:
         rows = _rows_of_splits(path, names, rows, columns, splits)
     return [row.cells.get(columns.label) for row in rows if row.cells is not None]

@@ -15,10 +15,14 @@ from ..errors import UserInputError
 
 __all__ = [
     "BadSampleError",
+    "DataDecodeError",
     "DataFileNotFoundError",
     "DataTypeError",
     "DataValueError",
     "DatasetNotFoundError",
+    "LabelTypeError",
+    "RareClassError",
+    "TableSyntaxError",
     "require_at_least_one",
 ]
 
@@ -87,6 +91,37 @@ class DataTypeError(UserInputError, TypeError):
 
 class DataFileNotFoundError(UserInputError, FileNotFoundError):
     """A file a data setting names (a split file, a class index) does not exist."""
+
+
+class DataDecodeError(DataValueError):
+    """A data file that is not UTF-8 text (a Latin-1 or Windows-1252 export, say).
+
+    The message names the file, the byte offset, line and column of the first byte that does
+    not decode, and how to save the file as UTF-8.
+    """
+
+
+class TableSyntaxError(DataValueError):
+    """A JSON table that is not valid JSON (a trailing comma, a missing quote).
+
+    The message names the file, the line and column of the error, and what the parser expected.
+    """
+
+
+class LabelTypeError(DataTypeError):
+    """A label that is neither a class name nor a class index, or a table mixing the two.
+
+    A boolean, a float, a JSON object or (outside a multilabel task) a list is no label; nor
+    is a table whose labels are class names on some lines and integer indices on others. The
+    message names the file, the line (or row) and the value, and what a label may be.
+    """
+
+
+class RareClassError(DataValueError):
+    """Classes seen in fewer training rows than ``min_class_count``, with ``rare_classes: error``.
+
+    The message names each class, its count, the file and the first line holding it.
+    """
 
 
 def require_at_least_one(**sizes: int) -> None:

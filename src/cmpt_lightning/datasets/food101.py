@@ -7,9 +7,15 @@ Layout (as downloaded, e.g. from Kaggle's ``upmc-food-101``)::
 
 The CSVs come with a header row in some copies and without in others: a first row whose first
 cell is not an image file name is a header. A row with an empty or NaN class is a bad sample,
-and so is a file name that leads outside the root (see :mod:`~cmpt_lightning.datasets.paths`).
+and so is a row with an empty text, or a file name that leads outside the root (see
+:mod:`~cmpt_lightning.datasets.paths`). An image file under ``images/<split>/<class>/`` that
+has no row in the split's CSV (the distributed copies lack the page text of some images) is
+kept as an image-only sample: real missingness, like a row of your own table without a text,
+labelled by its class folder (:func:`untitled_images` counts them; the data module logs the
+count at setup and ``cmpt data check`` reports it).
 The original release keeps each text in ``<root>/texts_txt/<class>/<class>_<n>.txt`` instead;
-the split then comes from ``images/``. There is no official validation split (the data module
+the split then comes from ``images/``, and an image without its ``.txt`` file is a bad sample
+(that release has one per image). There is no official validation split (the data module
 carves one from train).
 """
 
@@ -17,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,6 +33,7 @@ from ..choices import Choice
 from .errors import DataFileNotFoundError, DatasetNotFoundError, DataValueError
 from .labels import missing_label
 from .records import Record, RecordDataset
+from .tables import large_csv_fields
 
 __all__ = [
     "LAYOUT",
@@ -39,6 +45,7 @@ __all__ = [
     "food101_classes",
     "read_food101",
     "read_split_file",
+    "untitled_images",
 ]
 
 NAME = "UPMC Food-101"
@@ -143,14 +150,40 @@ def _resolve_source(root: Path, split: str, text_source: TextSource) -> TextSour
     return TextSource.TXT
 
 
+def _text_problems(text: str) -> list[str]:
+    """``["empty text"]`` for a text of whitespace only (a row or a file without its text)."""
+    return [] if text.strip() else ["empty text"]
+
+
+def _unlisted(images: Path, index: dict[str, int], listed: set[str]) -> list[Record]:
+    """Image-only records of the image files under ``images/<class>/`` whose stem is not listed.
+
+    Their source is the image file itself (see :func:`untitled_images`); hidden files (``.*``,
+    e.g. macOS ``._`` copies) and files that are not images are not samples.
+    """
+    records: list[Record] = []
+    for folder in sorted(p for p in images.iterdir() if p.is_dir()):
+        label = index.get(folder.name)
+        problems = () if label is not None else (f"unknown class {folder.name!r}",)
+        for image in sorted(folder.iterdir()):
+            if image.suffix.lower() not in _IMAGE_SUFFIXES or image.name.startswith("."):
+                continue
+            if image.stem not in listed and image.is_file():
+                records.append(Record(image.stem, image, None, label, str(image), problems))
+    return records
+
+
+def untitled_images(records: Sequence[Record]) -> int:
+    """How many of ``records`` are image files without a row in their titles CSV (image-only)."""
+    return sum(r.text is None and r.parsed and r.source == str(r.image) for r in records)
+
+
 def _read_csv(root: Path, split: str, index: dict[str, int]) -> list[Record]:
     path = root / "texts" / f"{split}_titles.csv"
     _require(root, path, "Or, with the original release, keep texts_txt/ and set text_source: txt.")
     images = root / "images" / split
     records: list[Record] = []
-    limit = csv.field_size_limit()
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # page texts can exceed the 128 KB default
-    try:
+    with large_csv_fields():  # page texts can exceed the csv module's 128 KB default
         with path.open(newline="", encoding="utf-8", errors="replace") as file:
             for number, row in enumerate(csv.reader(file), start=1):
                 if number == 1 and _is_header(row):
@@ -170,11 +203,10 @@ def _read_csv(root: Path, split: str, index: dict[str, int]) -> list[Record]:
                 if not name:
                     problems.append("empty image file name")
                     name = f"<row {number}>"
+                problems += _text_problems(text)
                 image = images / cls / name
                 records.append(Record(Path(name).stem, image, text, label, source, tuple(problems)))
-    finally:
-        csv.field_size_limit(limit)
-    return records
+    return records + _unlisted(images, index, {r.id for r in records})
 
 
 def _read_txt(root: Path, split: str, index: dict[str, int]) -> list[Record]:
@@ -189,6 +221,7 @@ def _read_txt(root: Path, split: str, index: dict[str, int]) -> list[Record]:
             text = None
             if text_file.is_file():
                 text = text_file.read_text(encoding="utf-8", errors="replace")
+                problems += _text_problems(text)
             else:
                 problems.append("text file does not exist")
             records.append(Record(image.stem, image, text, label, str(text_file), tuple(problems)))
@@ -203,8 +236,10 @@ def read_food101(
 ) -> list[Record]:
     """Parse the ``train`` or ``test`` split of UPMC Food-101 into records.
 
-    Sample ids are the image file names' stems (``apple_pie_12``). Rows with an unknown class
-    or the wrong number of columns become records with problems, not exceptions.
+    Sample ids are the image file names' stems (``apple_pie_12``). Rows with an unknown class,
+    an empty text or the wrong number of columns become records with problems, not exceptions.
+    With the titles CSV, the image files of the split that have no row in it follow the rows as
+    image-only records (text None), labelled by their class folder.
 
     Args:
         root: the dataset root.
@@ -231,6 +266,9 @@ def read_food101(
 class Food101Dataset(RecordDataset):
     """One split of UPMC Food-101 (see the module docstring for the layout).
 
+    A sample without a text (an image without a row in the titles CSV) is real missingness;
+    :attr:`untitled` counts them per split.
+
     Args:
         root: the dataset root.
         split: ``train``, ``test``, or ``all`` (train then test, for a user split file).
@@ -242,6 +280,7 @@ class Food101Dataset(RecordDataset):
     """
 
     family = "food101"
+    requires_text = False  # an image without a row in the titles CSV is image-only
 
     def __init__(
         self,
@@ -258,5 +297,8 @@ class Food101Dataset(RecordDataset):
         self.split = split
         self.classes = list(classes) if classes is not None else food101_classes(root)
         parts = SPLITS if split == "all" else (split,)
-        records = [r for part in parts for r in read_food101(root, part, self.classes, text_source)]
+        read = {part: read_food101(root, part, self.classes, text_source) for part in parts}
+        #: Image files without a row in the titles CSV per split, kept as image-only samples.
+        self.untitled = {part: untitled_images(records) for part, records in read.items()}
+        records = [r for part in parts for r in read[part]]
         super().__init__(records, len(self.classes), False, image_transform, tokenizer, image_size)

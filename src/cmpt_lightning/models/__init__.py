@@ -12,7 +12,8 @@ from .attention import (
 from .clip import build_clip, build_image_transform, build_tokenizer
 from .cmpt import CMPTFeatures, CMPTModel, CMPTOutput
 from .head import AvailabilityCase, Fusion, Method, ProxyTokenHead
-from .lora import LoRATargets
+from .lora import LoRATargets, lora_linear
+from .precision import cast_frozen
 from .proxy import ProxyLayout, proxy_attention, proxy_attention_mask
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "build_clip",
     "build_image_transform",
     "build_tokenizer",
+    "cast_frozen",
+    "lora_linear",
     "proxy_attention",
     "proxy_attention_mask",
     "register_attention_adapter",

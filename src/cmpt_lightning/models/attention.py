@@ -32,7 +32,7 @@ from torch import nn
 
 from ..choices import Choice
 from .lora import LoRALinear, LoRAMergedLinear, LoRATargets, copy_linear, wrap_linears
-from .proxy import ProxyLayout, proxy_attention
+from .proxy import CausalLayout, ProxyLayout, proxy_attention
 
 __all__ = [
     "AttentionAdapter",
@@ -188,7 +188,8 @@ class LoRAAttention(nn.Module):
     (a :class:`LoRALinear` with ``targets="all"``, else an ``nn.Linear``). It takes the call of
     the module it replaces (``convention``) and runs PyTorch's scaled-dot-product attention.
     ``attn_mask`` is an additive float mask of shape [L, L], [B * heads, L, L], [B, 1, L, L] or
-    [B, heads, L, L] (``-inf`` blocks), or a :class:`ProxyLayout`.
+    [B, heads, L, L] (``-inf`` blocks), a :class:`ProxyLayout` (one fused call under its mask)
+    or a :class:`~cmpt_lightning.models.proxy.CausalLayout` (``is_causal``, no mask).
 
     Args:
         embed_dim: the width d of the residual stream.
@@ -284,7 +285,9 @@ class LoRAAttention(nn.Module):
         return mask
 
     def attend(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | ProxyLayout | None = None
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | ProxyLayout | CausalLayout | None = None,
     ) -> torch.Tensor:
         """Self-attention over ``x`` [B, L, d] under ``attn_mask``; returns [B, L, d]."""
         batch, length, width = x.shape
@@ -294,6 +297,8 @@ class LoRAAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, heads, L, head_dim]
         if isinstance(attn_mask, ProxyLayout):
             out = proxy_attention(q, k, v, attn_mask)
+        elif isinstance(attn_mask, CausalLayout):
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             if attn_mask is not None:
                 attn_mask = self._float_mask(attn_mask, batch, length).to(q.dtype)
@@ -307,7 +312,7 @@ class LoRAAttention(nn.Module):
         key: torch.Tensor | None = None,
         value: torch.Tensor | None = None,
         need_weights: bool = False,
-        attn_mask: torch.Tensor | ProxyLayout | None = None,
+        attn_mask: torch.Tensor | ProxyLayout | CausalLayout | None = None,
         *,
         k_x: torch.Tensor | None = None,
         v_x: torch.Tensor | None = None,

@@ -56,36 +56,88 @@ class CMPTOutput:
     features: CMPTFeatures
 
 
-def _scatter_rows(rows: torch.Tensor | None, values: torch.Tensor, batch: int) -> torch.Tensor:
-    """Place ``values`` [n, D] at ``rows`` of a [batch, D] zero tensor (as is if rows is None)."""
+@dataclass(frozen=True)
+class _Rows:
+    """The rows of a batch one tower encodes when it skips absent inputs.
+
+    Attributes:
+        encode: the rows the tower runs on, [m]: the present rows first, in batch order, then
+            absent ones that pad ``m`` to a bucket size (their outputs are dropped).
+        keep: the present rows, [n] (the first n of ``encode``), where the outputs go.
+    """
+
+    encode: torch.Tensor
+    keep: torch.Tensor
+
+
+def _bucket(count: int, batch: int) -> int:
+    """The smallest power of two >= ``count`` (1 for 0), at most ``batch``."""
+    return min(1 << max(count - 1, 0).bit_length(), batch)
+
+
+def _select(present: torch.Tensor, count: int, *, bucketed: bool) -> _Rows | None:
+    """The rows to encode for ``present`` [B] with ``count`` present rows; None: all of them.
+
+    Exact (eager): the ``count`` present rows (one absent row if none is present: open_clip's
+    patch embedding cannot reshape an empty batch, and every adapter stays in the graph).
+    ``bucketed`` (compiled towers): padded with absent rows to a power of two, so that a
+    compiled tower sees at most log2(B) + 2 batch sizes however the masks vary.
+    """
+    batch = present.shape[0]
+    size = _bucket(count, batch) if bucketed else max(count, 1)
+    if count == batch or size == batch:
+        return None  # every row: no gather (the absent ones are zeroed after the tower)
+    order = torch.argsort((~present).to(torch.uint8), stable=True)  # shape = [B], present first
+    return _Rows(encode=order[:size], keep=order[:count])  # shapes = [size], [count]
+
+
+def _scatter_rows(rows: _Rows | None, values: torch.Tensor, batch: int) -> torch.Tensor:
+    """Place ``values`` [n, D] at ``rows.keep`` of a [batch, D] zero tensor (as is if None)."""
     if rows is None:
         return values
     out = values.new_zeros(batch, values.shape[-1])
-    return out.index_copy(0, rows, values)
+    return out.index_copy(0, rows.keep, values)
 
 
 def _run_tower(
-    tower: Any, inputs: torch.Tensor, rows: torch.Tensor | None, proxy: torch.Tensor | None
+    tower: Any, inputs: torch.Tensor, rows: _Rows | None, proxy: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Encode the ``rows`` of ``inputs`` (all of them if None); outputs [n rows, D].
+    """Encode the ``rows`` of ``inputs`` (all of them if None); outputs [n kept rows, D].
 
-    An empty selection still runs the tower, so every adapter takes part in the graph (with
-    zero gradient); it runs on one row, whose outputs are dropped, because open_clip's patch
-    embedding cannot reshape an empty batch of images.
+    The tower runs on ``rows.encode``, which is never empty, so every adapter takes part in
+    the graph (with zero gradient when no row is kept); the outputs of the padding rows are
+    dropped.
     """
     if rows is None:
         return tower(inputs, proxy)
-    if rows.numel() > 0:
-        return tower(inputs.index_select(0, rows), proxy)
-    real, proxy_out = tower(inputs[:1], proxy)
-    return real[:0], None if proxy_out is None else proxy_out[:0]  # shape = [0, D]
+    real, proxy_out = tower(inputs.index_select(0, rows.encode), proxy)
+    count = rows.keep.shape[0]
+    if real.shape[0] == count:
+        return real, proxy_out
+    return real[:count], None if proxy_out is None else proxy_out[:count]  # shape = [n, D]
 
 
-def _keep_rows(values: torch.Tensor, keep: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+def _keep_rows(values: torch.Tensor, keep: torch.Tensor, rows: _Rows | None) -> torch.Tensor:
     """Zero the rows not in ``keep`` when the whole batch was encoded (``rows`` is None)."""
     if rows is not None:  # only the kept rows were encoded; the others are zeros already
         return values
     return torch.where(keep[:, None], values, torch.zeros_like(values))
+
+
+_NEITHER = (
+    "a sample has neither image nor text; CMPT needs at least one modality per sample (drop or "
+    "report such samples before the model)"
+)
+
+
+def _refuse_neither(neither: torch.Tensor) -> None:
+    """Raise the ValueError naming the batch positions of the samples with no input."""
+    rows = neither.nonzero().flatten().tolist()
+    msg = (
+        f"samples at batch positions {rows} have neither image nor text; CMPT needs at least "
+        "one modality per sample (drop or report such samples before the model)"
+    )
+    raise ValueError(msg)
 
 
 class CMPTModel(nn.Module):
@@ -112,7 +164,15 @@ class CMPTModel(nn.Module):
         num_classes: number of classes (use 1 for a binary task with one logit).
         pretrained: open_clip pretrained tag (``openai``) or weights file; only with a name.
         quick_gelu: force QuickGELU on or off; None decides from the weights (OpenAI: on).
-        init_seed: seed for the random initialisation of everything built here.
+        init_seed: seed of the trainable parts' random initialisation (LoRA ``A``, and the
+            classifier; LoRA ``B``, the gate and the learned tokens start at zeros, the proxy
+            output maps at the identity and the proxy tokens from the towers' own tokens) and,
+            unless ``tower_seed`` is given, of random tower weights. None: 0 in this model;
+            :class:`~cmpt_lightning.module.CMPTModule` (and so the CLI) uses the run seed
+            (``seed_everything``) instead and saves the seed it used (see docs/protocol.md).
+        tower_seed: seed of the frozen towers' random weights when ``pretrained`` is None
+            (no effect with pretrained weights). None: ``init_seed`` if it is given, else 0,
+            so a checkpoint saved before this setting existed rebuilds its towers.
         lora_rank: adapter rank r (0: no adapters).
         lora_alpha: adapter scaling numerator (update ``(alpha / r) B A``).
         lora_dropout: dropout on the adapters' input.
@@ -125,6 +185,12 @@ class CMPTModel(nn.Module):
             ``cross_copy`` (an absent modality's embedding is the present modality's own CLIP
             embedding, after the towers' final projections, where CLIP aligns the two).
         skip_absent: in training, run each tower only on the samples that have its input.
+            That needs the number of such samples on the host: one synchronisation with the
+            device per step (and, with ``compile_towers``, the rows padded to a power of two,
+            so that the compiled towers see few batch sizes). False: both towers run on every
+            row and the absent ones are discarded; the training step then never waits for the
+            device. None (the default): True, unless ``compile_towers`` (the fast path on a GPU,
+            where skipping saves compute only at high missing rates).
         skip_absent_eval: in eval mode (validation, test, predict), also run each tower only
             on the samples that have its input, for prediction on data where a modality is
             often missing (``benchmarks/skip_towers.py`` measures the saving). The logits are
@@ -135,8 +201,9 @@ class CMPTModel(nn.Module):
             absent rows are discarded, so results do not depend on the batch's composition.
         grad_checkpointing: recompute the towers' activations in the backward pass.
         compile_towers: run both towers through ``torch.compile`` (compiled lazily on first use,
-            not pickled; varying batch sizes under ``skip_absent`` cause recompilations, which
-            ``dynamic`` shapes keep few).
+            not pickled, with ``dynamic`` shapes). With it the training step has no host
+            synchronisation unless ``skip_absent`` is set, and then its padded batch sizes keep
+            the recompilations few.
     """
 
     skip_absent_eval: bool = False  # the value of models pickled before the setting existed
@@ -148,21 +215,24 @@ class CMPTModel(nn.Module):
         *,
         pretrained: str | None = None,
         quick_gelu: bool | None = None,
-        init_seed: int = 0,
+        init_seed: int | None = None,
+        tower_seed: int | None = None,
         lora_rank: int = 1,
         lora_alpha: float = 1.0,
         lora_dropout: float = 0.0,
         lora_targets: LoRATargets | str = LoRATargets.QV,
         fusion: Fusion | str = Fusion.GATED,
         method: Method | str = Method.CMPT,
-        skip_absent: bool = True,
+        skip_absent: bool | None = None,
         skip_absent_eval: bool = False,
         grad_checkpointing: bool = False,
         compile_towers: bool = False,
     ) -> None:
         super().__init__()
+        init_seed = 0 if init_seed is None else init_seed
+        tower_seed = init_seed if tower_seed is None else tower_seed
         if isinstance(clip, str):
-            clip = build_clip(clip, pretrained, quick_gelu=quick_gelu, init_seed=init_seed)
+            clip = build_clip(clip, pretrained, quick_gelu=quick_gelu, init_seed=tower_seed)
         elif pretrained is not None:
             msg = "pretrained is only used with a model name; load weights into the instance first"
             raise ValueError(msg)
@@ -218,7 +288,10 @@ class CMPTModel(nn.Module):
         if not self.compile_towers:
             return tower
         if name not in self._compiled:
-            self._compiled[name] = torch.compile(tower, dynamic=True)
+            # the bound __call__, not the tower: each tower's code then has its own cache of
+            # compiled graphs (a callable object is compiled through one shared wrapper, whose
+            # cache, and recompile limit, both towers would share)
+            self._compiled[name] = torch.compile(tower.__call__, dynamic=True)
         return self._compiled[name]
 
     @property
@@ -245,27 +318,47 @@ class CMPTModel(nn.Module):
                 f"{tuple(images.shape)} and {tuple(texts.shape)}"
             )
             raise ValueError(msg)
+        self.text_tower.check_length(texts.shape[1])  # e.g. CLIP's 77 ids for a 32-token tower
         for name, mask in (("image_present", image_present), ("text_present", text_present)):
             if mask.dtype != torch.bool or mask.shape != (batch,):
                 got = f"{mask.dtype} {tuple(mask.shape)}"
                 msg = f"{name} must be a bool tensor of shape [{batch}], got {got}"
                 raise ValueError(msg)
-        neither = ~(image_present | text_present)
-        if bool(neither.any()):
-            rows = neither.nonzero().flatten().tolist()
-            msg = (
-                f"samples at batch positions {rows} have neither image nor text; CMPT needs at "
-                "least one modality per sample (drop or report such samples before the model)"
-            )
-            raise ValueError(msg)
 
-    def _rows(self, present: torch.Tensor) -> torch.Tensor | None:
-        """Rows to encode: the present ones when skipping absent inputs, else None (all)."""
-        skip = self.skip_absent if self.training else self.skip_absent_eval
-        if not skip:
-            return None
-        rows = present.nonzero().flatten()  # shape = [n present]
-        return None if rows.numel() == present.numel() else rows  # all present: no gather
+    def _skips(self) -> bool:
+        """Whether this call runs each tower only on the rows that have its input."""
+        if not self.training:
+            return bool(self.skip_absent_eval)
+        if self.skip_absent is None:
+            return not self.compile_towers
+        return bool(self.skip_absent)
+
+    def _rows(
+        self, image_present: torch.Tensor, text_present: torch.Tensor
+    ) -> tuple[_Rows | None, _Rows | None]:
+        """The rows each tower encodes (None: all), after refusing samples with neither input.
+
+        Skipping reads the counts of present rows on the host, with the check, in one
+        synchronisation. Without skipping, nothing is read: in training the check runs on the
+        device (``torch._assert_async``: at once on a CPU, a device-side assert on a GPU), in
+        eval mode on the host.
+        """
+        neither = ~(image_present | text_present)  # shape = [B]
+        if not self._skips():
+            if self.training:
+                torch._assert_async(~neither.any(), _NEITHER)
+            elif bool(neither.any()):
+                _refuse_neither(neither)
+            return None, None
+        counts = torch.stack([image_present.sum(), text_present.sum(), neither.sum()])
+        images, texts, none = counts.tolist()  # the one host synchronisation of the call
+        if none:
+            _refuse_neither(neither)
+        bucketed = self.compile_towers
+        return (
+            _select(image_present, images, bucketed=bucketed),
+            _select(text_present, texts, bucketed=bucketed),
+        )
 
     def encode(
         self,
@@ -286,12 +379,12 @@ class CMPTModel(nn.Module):
             The :class:`CMPTFeatures`; rows of absent inputs are zeros.
 
         Raises:
-            ValueError: on mismatched shapes or a sample with neither modality.
+            ValueError: on mismatched shapes, token ids longer than the text tower's context
+                length, or a sample with neither modality.
         """
         self._check_inputs(images, texts, image_present, text_present)
         batch = images.shape[0]
-        img_rows = self._rows(image_present)
-        txt_rows = self._rows(text_present)
+        img_rows, txt_rows = self._rows(image_present, text_present)
         # gather the rows to encode, run each tower on them (scattered back below)
         vision, text_tower = self._tower("vision"), self._tower("text")
         image, text_proxy = _run_tower(vision, images, img_rows, self.head.text_proxy_token)

@@ -7,11 +7,16 @@ may attend, ``-inf``: may not)::
     query real   [ tower's own mask ]        -inf     <- no real token sees the proxy
     query proxy  [ 0 on allowed keys, -inf ]  0       <- the proxy sees allowed real keys, itself
 
-Because no real token attends to the proxy, the real outputs are exactly those of the tower
-without it. :class:`ProxyLayout` describes this layout without materialising the mask, and
-:func:`proxy_attention` computes it with PyTorch's fused scaled-dot-product kernels;
-:func:`proxy_attention_mask` builds the same layout as a dense mask, the reference the tests
-compare :func:`proxy_attention` with.
+Because no real token attends to the proxy, the real outputs are those of the tower without it
+(up to the rounding of a kernel that sees one more, fully masked, key). :class:`ProxyLayout`
+describes this layout; :meth:`ProxyLayout.build` makes its additive mask once per tower call, so
+that every layer reuses it, and :func:`proxy_attention` runs one fused scaled-dot-product call
+over the L + 1 tokens with it (one kernel and one q/k/v gradient per layer, instead of a call
+for the real rows, one for the proxy row, a concatenation and its slice gradients).
+:func:`proxy_attention_mask` builds the same layout from a tower's dense mask, the reference the
+tests compare :func:`proxy_attention` with. :class:`CausalLayout` stands for plain causal
+attention (the baselines' text tower): it runs with ``is_causal`` instead of a dense mask, which
+lets PyTorch choose its flash kernel.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ProxyLayout", "proxy_attention", "proxy_attention_mask"]
+__all__ = ["CausalLayout", "ProxyLayout", "proxy_attention", "proxy_attention_mask", "proxy_bias"]
 
 
 @dataclass(frozen=True)
@@ -37,24 +42,112 @@ class ProxyLayout:
     Attributes:
         causal: the real tokens attend causally (the text tower).
         proxy_keys: bool [B, L], the real keys the proxy may see; None: all of them.
+        bias: the layout's additive mask, [L + 1, L + 1] or [B, 1, L + 1, L + 1], as
+            :func:`proxy_bias` makes it; None: :func:`proxy_attention` builds it at each call.
+            Made once per tower call by :meth:`build`, shared by every layer.
     """
 
     causal: bool
     proxy_keys: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+
+    @classmethod
+    def build(
+        cls,
+        length: int,
+        *,
+        causal: bool,
+        proxy_keys: torch.Tensor | None = None,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> ProxyLayout:
+        """The layout of ``length`` real tokens and a proxy, with its mask made once.
+
+        Args:
+            length: L, the number of real tokens.
+            causal: the real tokens attend causally.
+            proxy_keys: bool [B, L], the real keys the proxy may see; None: all of them.
+            dtype: the dtype of the attention's queries (the autocast dtype under autocast).
+            device: the device of the activations.
+        """
+        bias = proxy_bias(length, causal=causal, proxy_keys=proxy_keys, dtype=dtype, device=device)
+        return cls(causal, proxy_keys, bias)
 
     def to(self, *args: Any, **kwargs: Any) -> ProxyLayout:
         """Itself: open_clip's blocks cast masks to the activations' dtype."""
         return self
 
 
+@dataclass(frozen=True)
+class CausalLayout:
+    """Causal self-attention without a proxy, passed down open_clip's blocks as ``attn_mask``.
+
+    :class:`~cmpt_lightning.models.LoRAAttention` runs it with ``is_causal=True``: the same
+    attention as open_clip's dense [L, L] causal mask (up to rounding), without reading a mask,
+    so that PyTorch may pick its flash kernel.
+    """
+
+    def to(self, *args: Any, **kwargs: Any) -> CausalLayout:
+        """Itself: open_clip's blocks cast masks to the activations' dtype."""
+        return self
+
+
+#: Elements the rows of a mask are padded to: the memory-efficient CUDA kernel copies (pads) an
+#: attention bias whose strides are not multiples of its alignment (8) at every call.
+_MASK_ALIGNMENT = 16
+
+
+def proxy_bias(
+    length: int,
+    *,
+    causal: bool,
+    proxy_keys: torch.Tensor | None = None,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
+    """The additive mask of L real tokens followed by one proxy, without host synchronisation.
+
+    Args:
+        length: L, the number of real tokens.
+        causal: the real tokens attend causally.
+        proxy_keys: bool [B, L], the real keys the proxy may see; None: all of them.
+        dtype: the mask's float dtype (that of the queries it is used with).
+        device: the mask's device.
+
+    Returns:
+        [L + 1, L + 1] when ``proxy_keys`` is None, else [B, 1, L + 1, L + 1] (broadcast over
+        heads); ``0`` where a query may attend, ``-inf`` where not. Its rows are padded in
+        memory to a multiple of 16 elements (a view of the first L + 1 columns), so that fused
+        kernels take it as it is.
+    """
+    size = length + 1
+    padded = -(-size // _MASK_ALIGNMENT) * _MASK_ALIGNMENT
+    position = torch.arange(size, device=device)
+    query, key = position[:, None], position[None, :]  # shapes = [L + 1, 1], [1, L + 1]
+    blocked = (key == length) & (query < length)  # shape = [L + 1, L + 1]: real x proxy
+    if causal:
+        blocked = blocked | (key > query)  # the proxy row (query L) blocks no key by this
+    lead: tuple[int, ...] = ()
+    if proxy_keys is not None:
+        lead = (proxy_keys.shape[0], 1)
+        proxy_row = F.pad(~proxy_keys, (0, 1), value=False)  # shape = [B, L + 1]: sees itself
+        real_rows = blocked[:length].expand(proxy_keys.shape[0], length, size)
+        blocked = torch.cat([real_rows, proxy_row[:, None]], dim=1)  # shape = [B, L + 1, L + 1]
+        blocked = blocked[:, None]  # shape = [B, 1, L + 1, L + 1]
+    bias = torch.zeros(*lead, size, padded, dtype=dtype, device=device)[..., :size]
+    return bias.masked_fill_(blocked, float("-inf"))  # shape = [*lead, L + 1, L + 1]
+
+
 def proxy_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: ProxyLayout
 ) -> torch.Tensor:
-    """Scaled-dot-product attention of L real tokens and a last proxy token.
+    """Scaled-dot-product attention of L real tokens and a last proxy token, in one call.
 
-    The real rows run without a mask (or with ``is_causal``), which lets PyTorch pick its fused
-    (flash / memory-efficient) kernels; the proxy row runs as one extra query over every key.
-    The result equals attention under :func:`proxy_attention_mask`'s dense mask.
+    One fused call over the L + 1 tokens under the layout's additive mask (its ``bias``, made
+    here if the layout has none, cast if its dtype is not the queries'). The result equals
+    attention under :func:`proxy_attention_mask`'s dense mask; a real row's output does not
+    depend on the proxy's query, key or value (its key is masked with ``-inf`` for every real
+    query, so it adds exact zeros).
 
     Args:
         q: queries [B, heads, L + 1, head_dim], the proxy last.
@@ -65,17 +158,17 @@ def proxy_attention(
     Returns:
         The attention output [B, heads, L + 1, head_dim].
     """
-    real = F.scaled_dot_product_attention(
-        q[:, :, :-1], k[:, :, :-1], v[:, :, :-1], is_causal=layout.causal
-    )  # shape = [B, heads, L, head_dim]: the real tokens never see the proxy
-    bias = None
-    if layout.proxy_keys is not None:
-        keys = F.pad(layout.proxy_keys, (0, 1), value=True)  # shape = [B, L + 1]: sees itself
-        bias = torch.zeros(keys.shape, dtype=q.dtype, device=q.device)
-        bias = bias.masked_fill(~keys, float("-inf"))[:, None, None, :]  # [B, 1, 1, L + 1]
-    proxy = F.scaled_dot_product_attention(q[:, :, -1:], k, v, attn_mask=bias)
-    # shape = [B, heads, 1, head_dim]
-    return torch.cat([real, proxy], dim=2)  # shape = [B, heads, L + 1, head_dim]
+    bias = layout.bias
+    if bias is None:
+        length = q.shape[-2] - 1
+        keys = layout.proxy_keys
+        bias = proxy_bias(
+            length, causal=layout.causal, proxy_keys=keys, dtype=q.dtype, device=q.device
+        )
+    elif bias.dtype != q.dtype:
+        bias = bias.to(q.dtype)  # built for another dtype: cast (once per layer)
+    # bias: [L + 1, L + 1] or [B, 1, L + 1, L + 1]; the real rows are -inf on the proxy's key
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [B, heads, L + 1, head_dim]
 
 
 def proxy_attention_mask(

@@ -16,20 +16,32 @@ import torch
 from open_clip.transformer import TextTransformer, VisionTransformer, text_global_pool
 from torch import nn
 
-from .proxy import ProxyLayout
+from .proxy import CausalLayout, ProxyLayout
 
 __all__ = ["TextTower", "VisionTower"]
 
 
-def _is_causal(mask: torch.Tensor | None) -> bool:
-    """Whether an open_clip text mask is the plain causal one (``-inf`` above the diagonal)."""
+_CUSTOM_MASK = "CMPT supports causal or full attention in the text tower, not a custom mask"
+
+
+def _mask_kind(mask: torch.Tensor | None) -> str:
+    """``none``, ``causal`` (``-inf`` above the diagonal, 0 elsewhere) or ``custom``.
+
+    Compares the mask's values (a host synchronisation on a GPU): call it once, when the tower
+    is built, never inside a training step or a compiled graph.
+    """
     if mask is None:
-        return False
+        return "none"
     expected = torch.full_like(mask, float("-inf")).triu(1)
-    if not torch.equal(mask, expected):
-        msg = "CMPT supports causal or full attention in the text tower, not a custom mask"
-        raise TypeError(msg)
-    return True
+    return "causal" if torch.equal(mask, expected) else "custom"
+
+
+def _attention_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the attention's queries will have: the autocast dtype under autocast."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
 
 
 class VisionTower:
@@ -77,11 +89,13 @@ class VisionTower:
         if proxy is None:
             pooled, _ = self.visual._pool(self.visual.transformer(x))
             return (pooled @ self.visual.proj if self.visual.proj is not None else pooled), None
-        batch = x.shape[0]
+        batch, length = x.shape[0], x.shape[1]
         x = torch.cat([x, proxy.to(x.dtype).expand(batch, 1, -1)], dim=1)
         # shape = [B, grid ** 2 + 2, width]
         # real tokens: full attention among themselves; the proxy: every real token and itself
-        x = self.visual.transformer(x, attn_mask=ProxyLayout(causal=False))
+        dtype, device = _attention_dtype(x), x.device
+        layout = ProxyLayout.build(length, causal=False, dtype=dtype, device=device)
+        x = self.visual.transformer(x, attn_mask=layout)  # one [L + 1, L + 1] mask, every layer
         pooled, _ = self.visual._pool(x[:, :-1])  # open_clip's own pooling of the real tokens
         proxy_out = self.visual.ln_post(x[:, -1])  # shape = [B, width]
         if self.visual.proj is not None:
@@ -146,7 +160,15 @@ class TextTower:
                 getattr(clip, "text_eos_id", None),
             )
         self._parts = parts
-        self._causal: bool | None = None
+        # read once, here: comparing the mask's values would sync a GPU at every call
+        self._mask_kind = _mask_kind(self.attn_mask)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled tower (one pickled before ``_mask_kind`` existed reads it anew)."""
+        self.__dict__.update(state)
+        if "_mask_kind" not in state:
+            self._mask_kind = _mask_kind(self.attn_mask)
+        self.__dict__.pop("_causal", None)
 
     @property
     def attn_mask(self) -> torch.Tensor | None:
@@ -159,6 +181,30 @@ class TextTower:
     def width(self) -> int:
         """Width of the tower's residual stream."""
         return int(self._parts.token_embedding.weight.shape[1])
+
+    @property
+    def context_length(self) -> int:
+        """The most token ids the tower takes per sequence (its positional embeddings)."""
+        return int(self._parts.positional_embedding.shape[0])
+
+    def check_length(self, length: int) -> None:
+        """Refuse token ids longer than the tower's context length (a shape check: no sync).
+
+        Args:
+            length: L of the token ids [B, L].
+
+        Raises:
+            ValueError: naming the given length, the context length and how to fix it.
+        """
+        context = self.context_length
+        if length > context:
+            msg = (
+                f"text token ids have length {length}, but this text tower's context length is "
+                f"{context}; tokenize with the model's own tokenizer "
+                "(cmpt_lightning.models.build_tokenizer(<model name>), which pads to "
+                f"{context}), or pad or cut the ids to context_length {context}"
+            )
+            raise ValueError(msg)
 
     def end_positions(self, text: torch.Tensor) -> torch.Tensor:
         """Index of the pooled token of each sequence in ``text`` [B, L] (as open_clip pools)."""
@@ -200,16 +246,22 @@ class TextTower:
         x = parts.token_embedding(text).to(cast_dtype)  # shape = [B, L, width]
         x = x + parts.positional_embedding[:length].to(cast_dtype)
         if proxy is None:
-            x = parts.ln_final(parts.transformer(x, attn_mask=self.attn_mask))
+            # open_clip's causal mask runs as is_causal (flash-eligible); another one as it is
+            mask = CausalLayout() if self._mask_kind == "causal" else self.attn_mask
+            x = parts.ln_final(parts.transformer(x, attn_mask=mask))
             pooled = text_global_pool(x, text, parts.pool_type, eos_token_id=parts.eos_id)
             return self._project(pooled), None
+        if self._mask_kind == "custom":
+            raise TypeError(_CUSTOM_MASK)
         x = torch.cat([x, proxy.to(x.dtype).expand(batch, 1, -1)], dim=1)  # [B, L + 1, width]
         positions = torch.arange(length, device=text.device)
         keys = positions[None, :] <= self.end_positions(text)[:, None]  # shape = [B, L]
         # real tokens: the tower's causal attention; the proxy: real tokens up to end-of-text
-        if self._causal is None:  # checked once: the comparison would sync a GPU every call
-            self._causal = _is_causal(self.attn_mask)
-        layout = ProxyLayout(causal=self._causal, proxy_keys=keys)
+        causal = self._mask_kind == "causal"
+        dtype, device = _attention_dtype(x), x.device
+        layout = ProxyLayout.build(
+            length, causal=causal, proxy_keys=keys, dtype=dtype, device=device
+        )  # one [B, 1, L + 1, L + 1] mask for every layer
         x = parts.transformer(x, attn_mask=layout)
         real = parts.ln_final(x[:, :-1])  # shape = [B, L, width]
         pooled = text_global_pool(real, text, parts.pool_type, eos_token_id=parts.eos_id)

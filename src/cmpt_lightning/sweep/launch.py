@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -321,13 +321,26 @@ def _submit(settings: SweepSettings, cells: list[PlannedCell], report: SweepRepo
         _pool(settings, [], running, report)
 
 
-def launch_sweep(settings: SweepSettings) -> SweepReport:
+def launch_sweep(
+    settings: SweepSettings,
+    grid: Grid | None = None,
+    on_start: Callable[[Grid], None] | None = None,
+) -> SweepReport:
     """Validate the grid, then submit every cell that has not finished (or print, dry run).
+
+    A dry run, an invalid grid and a refused re-run (a finished cell with another config) write
+    nothing into ``settings.out``.
+
+    Args:
+        settings: the sweep.
+        grid: the grid itself (e.g. a study's, built in code); None: read ``settings.grid``.
+        on_start: called with the grid once every check has passed, just before the sweep's
+            own files are written and its cells submitted (e.g. to keep the grid it runs).
 
     Returns:
         What was skipped, submitted, and (when waiting) what succeeded and failed.
     """
-    grid, planned = plan_sweep(settings)
+    grid, planned = plan_sweep(settings, grid)
     report = SweepReport(cells=[p.cell.name for p in planned])
     if settings.dry_run:
         print_plan(settings, grid, planned)
@@ -346,6 +359,8 @@ def launch_sweep(settings: SweepSettings) -> SweepReport:
         if previous is not None:
             print(f"retrying {p.cell.name}: previous attempt {previous}")
         todo.append(p)
+    if on_start is not None:
+        on_start(grid)
     _prepare(settings, grid, planned, todo)
     _submit(settings, todo, report)
     print(report.summary())

@@ -227,14 +227,18 @@ def _devices(value: Any) -> int | None:
     return None
 
 
-def plan_sweep(settings: SweepSettings) -> tuple[Grid, list[PlannedCell]]:
+def plan_sweep(settings: SweepSettings, grid: Grid | None = None) -> tuple[Grid, list[PlannedCell]]:
     """Read and expand the grid and resolve every cell's config; nothing runs, nothing is written.
+
+    Args:
+        settings: the sweep.
+        grid: the grid itself (e.g. a study's, built in code); None: read ``settings.grid``.
 
     Raises:
         ValueError: naming the grid key that is unknown, does not apply to the chosen model or
             data class, or has a value of the wrong type.
     """
-    grid = load_grid(settings.grid)
+    grid = load_grid(settings.grid) if grid is None else grid
     resolver = ConfigResolver(settings.configs)
     planned = []
     for cell in expand_grid(grid):
