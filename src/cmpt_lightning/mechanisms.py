@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 from .choices import Choice
 
@@ -33,6 +34,7 @@ __all__ = [
     "MissingMechanism",
     "ScoreDirection",
     "ScoreName",
+    "check_non_negative",
     "check_weights",
     "label_order",
     "label_strata",
@@ -78,18 +80,28 @@ def _exact(value: float) -> Fraction:
     return Fraction(Decimal(repr(float(value))))
 
 
+def check_non_negative(name: str, value: Any) -> float:
+    """``value`` as a float, refused unless it is a finite number >= 0 (``name`` says whose).
+
+    Raises:
+        TypeError: if ``value`` is not a number (a bool is not one).
+        ValueError: if it is negative, infinite or NaN.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{name} must be a number >= 0, got {value!r}"
+        raise TypeError(msg)
+    if not 0 <= float(value) < math.inf:
+        msg = f"{name} must be a finite number >= 0, got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
 def check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     """The ``label`` mechanism's class or stratum weights, checked: finite numbers >= 0."""
-    checked: dict[str, float] = {}
-    for key, value in (weights or {}).items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            msg = f"class weight of {key!r} must be a number >= 0, got {value!r}"
-            raise TypeError(msg)
-        if not 0 <= float(value) < math.inf:
-            msg = f"class weight of {key!r} must be a finite number >= 0, got {value!r}"
-            raise ValueError(msg)
-        checked[str(key)] = float(value)
-    return checked
+    return {
+        str(key): check_non_negative(f"class weight of {key!r}", value)
+        for key, value in (weights or {}).items()
+    }
 
 
 def label_order(

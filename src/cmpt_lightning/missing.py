@@ -36,6 +36,7 @@ from .mechanisms import (
     MissingMechanism,
     ScoreDirection,
     ScoreName,
+    check_non_negative,
     check_weights,
     label_order,
     label_strata,
@@ -394,14 +395,7 @@ class MissingConfig:
         self.score_direction = ScoreDirection(self.score_direction).value
         if self.class_weights is not None:
             self.class_weights = check_weights(self.class_weights)
-        strength = self.score_strength
-        if isinstance(strength, bool) or not isinstance(strength, int | float):
-            msg = f"score_strength must be a number >= 0, got {strength!r}"
-            raise TypeError(msg)
-        if not 0 <= float(strength) < math.inf:
-            msg = f"score_strength must be a finite number >= 0, got {strength!r}"
-            raise ValueError(msg)
-        self.score_strength = float(strength)
+        self.score_strength = check_non_negative("score_strength", self.score_strength)
 
     @property
     def mechanism_key(self) -> tuple[Any, ...]:
