@@ -2,11 +2,15 @@
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cmpt_lightning.datamodules.world import WorldDataModule
+from cmpt_lightning.datasets.world import VALUES
+from cmpt_lightning.datasets.world_tasks import LABEL_ATTRIBUTES, WorldScenesDataset, ceilings
 from cmpt_lightning.evaluation import print_ceilings
 from tests.helpers import cmpt
+from tests.test_world import said_values
 
 ROOT = Path(__file__).resolve().parents[1]
 CEILINGS = {"image": 0.8333, "text": 0.6432, "both": 0.9583, "chance": 0.0417}
@@ -48,3 +52,27 @@ def test_the_demo_prints_its_ceilings_after_the_test(tmp_path, capfd):
         line = next(line for line in out.splitlines() if f" {case} " in line and "│" in line)
         assert f"{expected[source]:.3f}" in line, line
     assert f"chance (no input): {expected['chance']:.3f}" in out
+
+
+def test_the_scenes_ceilings_are_those_of_a_perfect_reader():
+    """Monte Carlo: a reader that sees every visible attribute and reads every stated one
+    (from the caption's words), and guesses the rest uniformly, scores the exact ceilings."""
+    n = 600  # a per-sample score has sd < 0.35: a standard error of about 0.014
+    data = WorldScenesDataset(n, "test", lambda image: image, lambda texts: texts, (32, 32))
+    attributes = LABEL_ATTRIBUTES[data.task]
+    scores: dict[str, list[float]] = {"image": [], "text": [], "both": []}
+    for i in range(n):
+        scene, text = data.scene(i), data.load_text(i)
+        seen = {a for a in attributes if scene.visible(a)}
+        read = {a for a in attributes if said_values(text, a) == {getattr(scene, a)}}
+        for source, known in (("image", seen), ("text", read), ("both", seen | read)):
+            scores[source].append(
+                float(np.prod([1.0 if a in known else 1 / len(VALUES[a]) for a in attributes]))
+            )
+    exact = ceilings("scenes", data.world)
+    for source, values in scores.items():
+        assert abs(np.mean(values) - exact[source]) < 0.045, (source, np.mean(values), exact)
+    # the task's point: each direction loses much, and comparably
+    assert abs(exact["image"] - exact["text"]) < 0.15
+    assert exact["both"] - max(exact["image"], exact["text"]) > 0.25
+    assert min(exact["image"], exact["text"]) > 5 * exact["chance"]

@@ -12,7 +12,11 @@ LAYERS = [
     ("models",),
     (
         "missing",
+        "missing_plan",
+        "mask_files",
+        "mask_import",
         "mechanisms",
+        "corruptions",
         "evaluation",
         "losses",
         "metrics",
@@ -22,10 +26,19 @@ LAYERS = [
     ),
     ("datasets",),
     ("datamodules",),
-    ("module", "checkpoint_state"),
+    ("module", "checkpoint_state", "corruption_pass"),
     ("callbacks", "checkpoints", "checkpoint_io"),
     ("cli", "cli_errors", "cli_legacy", "cli_help", "cli_suggest", "help_text"),
-    ("sweep", "study", "datacheck", "cache_command"),
+    (
+        "sweep",
+        "study",
+        "study_stats",
+        "study_results",
+        "study_tables",
+        "datacheck",
+        "cache_command",
+        "masks_command",
+    ),
     ("main", "__main__", "__init__"),
 ]
 

@@ -5,14 +5,32 @@ from pathlib import Path
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
-def test_readme_example_runs(capsys):
+#: Batches per epoch of the README example's run here: every call of the example runs as
+#: written (both epochs, validation, the test per availability case), on fewer batches.
+QUICK = {"limit_train_batches": 3, "limit_val_batches": 1, "limit_test_batches": 4}
+
+
+def test_readme_example_runs(capsys, monkeypatch):
+    import lightning
+    import lightning.pytorch
+
     block = re.search(
         r"<!-- example:start -->\n```python\n(.*?)```\n<!-- example:end -->", README, re.S
     )
     assert block, "the README lost its tested example"
     code = block.group(1)
     assert len(code.strip().splitlines()) <= 16
+    given: dict = {}
+
+    class QuickTrainer(lightning.pytorch.Trainer):
+        def __init__(self, **kwargs) -> None:
+            given.update(kwargs)
+            super().__init__(**{**QUICK, **kwargs})
+
+    for module in (lightning, lightning.pytorch):  # either spelling of the import
+        monkeypatch.setattr(module, "Trainer", QuickTrainer)
     exec(compile(code, "README.md", "exec"), {})
+    assert given, "the example's Trainer is not lightning's: QUICK did not apply"
     assert "accuracy with the text missing:" in capsys.readouterr().out
 
 

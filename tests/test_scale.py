@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from cmpt_lightning import CMPTModel, CMPTModule, MissingConfig, SyntheticDataModule
+from tests.helpers import cmpt
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo_random.yaml")
@@ -31,6 +32,21 @@ def _cmpt(args, *, env=None, check=True, timeout=300):
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+def _in_process(args) -> None:
+    """``cmpt ARGS`` in this process, for a run that needs none of its own (no signal to take,
+    no second rank): saves starting an interpreter. The determinism switch and the environment
+    (``PL_GLOBAL_SEED``, ``CUBLAS_WORKSPACE_CONFIG``) that a run sets are put back after it."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    environ = dict(os.environ)
+    try:
+        assert cmpt([str(a) for a in args]) == 0, args
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def _last_metrics(root: Path, prefix: str = "test/") -> dict:
@@ -137,7 +153,7 @@ def test_ddp_fit_then_test_on_one_process_matches(tmp_path):
     ddp_metrics = _last_metrics(fit_dir)
     (best,) = fit_dir.rglob("best-*.ckpt")
     test_dir = tmp_path / "test"
-    _cmpt(
+    _in_process(
         [
             "test",
             "--config",
@@ -202,7 +218,7 @@ RESUME = [
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, workers):
     resume = [*RESUME, "--data.init_args.num_workers", str(workers)]
     whole = tmp_path / "whole"
-    _cmpt(["fit", *resume, "--trainer.default_root_dir", str(whole)])
+    _in_process(["fit", *resume, "--trainer.default_root_dir", str(whole)])
     broken = tmp_path / "broken"
     result = _cmpt(
         [
@@ -218,7 +234,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, workers):
     )
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     (mid,) = broken.rglob("step-step=15.ckpt")  # mid-epoch: 12 batches per epoch
-    _cmpt(["fit", *resume, "--trainer.default_root_dir", str(broken), "--ckpt_path", str(mid)])
+    _in_process(
+        ["fit", *resume, "--trainer.default_root_dir", str(broken), "--ckpt_path", str(mid)]
+    )
     (final_whole,) = whole.rglob("step-step=30.ckpt")
     (final_resumed,) = broken.rglob("step-step=30.ckpt")
     a, b = _trainable(final_whole), _trainable(final_resumed)
@@ -290,14 +308,16 @@ def test_resume_after_sigkill_from_a_cache_matches_uninterrupted_run(tmp_path, w
         "--trainer.limit_val_batches", "0",
     ]  # fmt: skip
     whole = tmp_path / "whole"
-    _cmpt(["fit", *resume, "--trainer.default_root_dir", str(whole)])
+    _in_process(["fit", *resume, "--trainer.default_root_dir", str(whole)])
     broken = tmp_path / "broken"
     killed = [*resume, "--trainer.default_root_dir", str(broken)]
     killed += ["--trainer.callbacks+=tests.helpers.KillAtStep", "--trainer.callbacks.step", "12"]
     result = _cmpt(["fit", *killed], check=False)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     (mid,) = broken.rglob("step-step=10.ckpt")  # mid-epoch: the third batch of epoch 2
-    _cmpt(["fit", *resume, "--trainer.default_root_dir", str(broken), "--ckpt_path", str(mid)])
+    _in_process(
+        ["fit", *resume, "--trainer.default_root_dir", str(broken), "--ckpt_path", str(mid)]
+    )
     (final_whole,) = whole.rglob("step-step=20.ckpt")
     (final_resumed,) = broken.rglob("step-step=20.ckpt")
     a, b = _trainable(final_whole), _trainable(final_resumed)

@@ -16,6 +16,7 @@ from cmpt_lightning.datasets.world_tasks import (
     WorldClaimsDataset,
     WorldObjectsDataset,
     WorldPairs,
+    WorldScenesDataset,
     WorldTagsDataset,
     ceilings,
 )
@@ -119,6 +120,18 @@ def test_objects_task(transform, tokenizer):
     assert len(set(data.ids)) == 30 and data.ids[0] == "world-objects-val-000000"
 
 
+def test_scenes_task(transform, tokenizer):
+    data = WorldScenesDataset(60, "val", transform, tokenizer, (32, 32))
+    assert data.num_classes == 32 and data.kind.value == "multiclass"
+    assert data.classes[0] == "wood circle on light" and len(set(data.classes)) == 32
+    labels = [int(data.target(i)) for i in range(60)]
+    for i, label in enumerate(labels):
+        scene = data.scene(i)
+        assert data.classes[label] == f"{scene.material} {scene.shape} on {scene.background}"
+    assert len(set(labels)) > 16 and data.ids[0] == "world-scenes-val-000000"
+    assert data[0]["label"].dtype == torch.long
+
+
 def test_tags_task(transform, tokenizer):
     data = WorldTagsDataset(200, "train", transform, tokenizer, (32, 32))
     labels = torch.stack([data.target(i) for i in range(200)])  # [200, 18]
@@ -151,11 +164,12 @@ def test_ceilings_match_the_documented_table():
     world = World()
     rounded = {
         t: {k: round(v, 3) for k, v in ceilings(t, world).items()}
-        for t in ("objects", "tags", "claims")
+        for t in ("objects", "tags", "claims", "scenes")
     }
     assert rounded["objects"] == {"image": 0.833, "text": 0.643, "both": 0.958, "chance": 0.042}
     assert rounded["tags"] == {"image": 0.830, "text": 0.802, "both": 0.917, "chance": 0.429}
     assert rounded["claims"] == {"image": 0.5, "text": 0.5, "both": 0.991, "chance": 0.5}
+    assert rounded["scenes"] == {"image": 0.25, "text": 0.33, "both": 0.625, "chance": 0.031}
     assert ceilings("claims", world, ("shape",))["both"] == 1.0
     with pytest.raises(ValueError, match="task must be one of"):
         ceilings("nope", world)

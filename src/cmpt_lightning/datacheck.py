@@ -23,6 +23,7 @@ from .cli import Command, rename_flags, user_error
 from .datamodules.base import CMPTDataModule
 from .datamodules.registry import FAMILIES
 from .datasets.checks import CheckReport
+from .masks_command import add_masks_command, run_masks
 
 __all__ = ["data_check", "data_command"]
 
@@ -127,6 +128,7 @@ def _nested(parser: ArgumentParser) -> None:
         families.add_subcommand(family, sub, help=(cls.__doc__ or family).splitlines()[0])
         sub.add_class_arguments(cls, nested_key=None, skip=set(NOT_CHECKED))
     add_cache_command(subcommands)
+    add_masks_command(subcommands)
 
 
 def _legacy(tokens: list[str]) -> list[str]:
@@ -137,6 +139,8 @@ def _legacy(tokens: list[str]) -> list[str]:
 def _run(config: Namespace) -> int:
     if config.subcommand == "cache":
         return run_cache(config.cache)
+    if config.subcommand == "masks":
+        return run_masks(config.masks)
     family = config.check.subcommand
     options = {k: v for k, v in config.check[family].as_dict().items() if not k.startswith("__")}
     try:
@@ -149,7 +153,8 @@ def data_command() -> Command:
     """``cmpt data``: ``check`` and ``cache`` per family, with its options from the registry."""
     return Command(
         "dataset tools: cmpt data check <family> --root DIR validates a download, cmpt data "
-        "cache <family> --root DIR --out CACHE --clip_model NAME writes litdata chunks",
+        "cache <family> --root DIR --out CACHE --clip_model NAME writes litdata chunks, cmpt "
+        "data masks export|import --config CONFIG writes or imports a split's masks file",
         _parser,
         _run,
         _legacy,

@@ -12,7 +12,8 @@ with the real text embedding), ``image`` the proxy for the image (made by the te
   gallery being the epoch's samples with both modalities and a dataset index below
   :data:`GALLERY_SIZE` (chance is 1 / ``proxy_gallery``).
 
-Only ``cmpt`` has proxies; for the baselines these metrics are not computed (absent, not NaN).
+Only ``cmpt`` (its proxies) and ``align_distill`` (its learned stand-ins) are measured; for
+the other baselines these metrics are not computed (absent, not NaN).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from .corruptions import parse_corruptions
 from .diagnostics import proxy_metrics
 from .metrics import availability_case, compute_metrics
 from .missing import (
@@ -80,6 +81,9 @@ class TestGrid:
         both_ratio: with ``both``, the fraction of missing samples that lose the image; null
             takes the data module's ``eval_missing.both_ratio``.
         seed: the protocol seed; null takes the data module's ``eval_missing.seed``.
+        corruptions: test-time corruptions (``image_noise:0.1``, ``text_dropout:0.3``, ...: see
+            :mod:`.corruptions`), each one more pass over the test set whose three availability
+            cases are added to the grid's rows (columns ``corruption`` and ``level``).
     """
 
     __test__ = False  # a settings class, not a test class, for pytest
@@ -88,6 +92,7 @@ class TestGrid:
     types: list[str] = field(default_factory=lambda: ["text", "image", "both"])
     both_ratio: float | None = None
     seed: int | None = None
+    corruptions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.rates:
@@ -100,6 +105,7 @@ class TestGrid:
         self.types = [MissingType(t).value for t in self.types]
         if self.both_ratio is not None:
             self.both_ratio = _check_fraction("test_grid.both_ratio", self.both_ratio)
+        self.corruptions = [str(c) for c in parse_corruptions(self.corruptions)]
 
     def evaluate(
         self,
@@ -216,7 +222,8 @@ def one_pass(model: CMPTModel, batch: dict[str, Any]) -> tuple[CMPTOutput, dict[
         "image_available": image_available,
         "text_available": text_available,
     }
-    return CMPTOutput(logits=logits, features=seen), extra
+    mask = model.head.task_mask(seen.image_present, seen.text_present)  # specialists
+    return CMPTOutput(logits=logits, features=seen, task_mask=mask), extra
 
 
 def stage_metrics(
@@ -433,9 +440,11 @@ def write_sweep(
         writer.writerows(rows)
     payload = {"settings": settings or {}, "main_metric": main_metric, "cells": rows}
     paths["json"].write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
-    if _plot(rows, main_metric, directory / "sweep.png"):
+    clean = [r for r in rows if r.get("corruption", "none") == "none"]  # see .corruption_pass
+    if _plot(clean, main_metric, directory / "sweep.png"):
         paths["png"] = directory / "sweep.png"
     if console:
-        metrics = [k for k in fields if k not in ("type", "rate") and not k.startswith("count_")]
-        _print_table(rows, metrics)
+        keys = ("type", "rate", "corruption", "level")
+        metrics = [k for k in fields if k not in keys and not k.startswith("count_")]
+        _print_table(clean, metrics)
     return paths

@@ -41,7 +41,9 @@ class CMPTLoss(nn.Module):
     """``L = L_task(logits, y) + align_weight * L_align [+ proxy_task_weight * L_proxy]``.
 
     ``L_task`` is cross-entropy (multiclass) or BCE-with-logits (multilabel, binary), over every
-    sample. ``L_align`` is, over the complete samples C of the batch (zero if there are none),
+    sample, or over the samples of the output's ``task_mask`` when it has one (a specialist's
+    samples with its modality; a masked mean, zero if there are none). ``L_align`` is, over
+    the complete samples C of the batch (zero if there are none),
     ``(1 / |C|) sum_i [d(p_T,i, sg(h_T,i)) + d(p_V,i, sg(h_V,i))]`` with ``d`` the mean squared
     error over the embedding dimensions (or ``1 - cosine``) and ``sg`` a stop-gradient on the
     real embedding (``detach_target``).
@@ -90,14 +92,36 @@ class CMPTLoss(nn.Module):
         self.detach_target = detach_target
         self.label_smoothing = label_smoothing
 
-    def task_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy or BCE-with-logits, in float32."""
+    def task_loss(
+        self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cross-entropy or BCE-with-logits, in float32.
+
+        Args:
+            logits: [B, C] (or [B, 1] for a binary task).
+            target: [B] class indices or [B, C] multi-hot labels.
+            mask: bool [B], the samples to average over (None: all). A masked mean by
+                arithmetic, with no host synchronisation: a zero that keeps the graph when no
+                sample is kept; per sample, a multilabel loss is the mean over its classes,
+                so that an all-true mask gives the unmasked value.
+        """
         logits = logits.float()
+        reduction = "mean" if mask is None else "none"
         if self.task is Task.MULTICLASS:
-            return F.cross_entropy(logits, target.long(), label_smoothing=self.label_smoothing)
-        if self.task is Task.BINARY:
-            return F.binary_cross_entropy_with_logits(logits.squeeze(-1), target.float())
-        return F.binary_cross_entropy_with_logits(logits, target.float())
+            loss = F.cross_entropy(
+                logits, target.long(), label_smoothing=self.label_smoothing, reduction=reduction
+            )
+        elif self.task is Task.BINARY:
+            loss = F.binary_cross_entropy_with_logits(
+                logits.squeeze(-1), target.float(), reduction=reduction
+            )
+        else:
+            loss = F.binary_cross_entropy_with_logits(logits, target.float(), reduction=reduction)
+        if mask is None:
+            return loss
+        per_sample = loss.mean(dim=-1) if loss.ndim > 1 else loss  # shape = [B]
+        kept = torch.where(mask, per_sample, torch.zeros_like(per_sample))
+        return kept.sum() / mask.sum().clamp(min=1)
 
     def _distance(self, proxy: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """Per-sample distance [n] between proxies and real embeddings [n, D]."""
@@ -163,7 +187,7 @@ class CMPTLoss(nn.Module):
         Raises:
             ValueError: when ``proxy_task_weight`` > 0 and ``case_logits`` is None.
         """
-        task = self.task_loss(output.logits, target)
+        task = self.task_loss(output.logits, target, output.task_mask)
         align = self.alignment(output)
         total = task + self.align_weight * align
         if self.proxy_task_weight == 0:

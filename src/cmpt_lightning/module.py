@@ -20,6 +20,7 @@ from .checkpoint_state import (
     model_settings,
     moved_weights_error,
 )
+from .corruption_pass import with_corruptions
 from .diagnostics import proxy_batch, proxy_hits
 from .evaluation import TestGrid, one_pass, stage_metrics, write_sweep
 from .losses import AlignLoss, CMPTLoss, LossParts
@@ -73,13 +74,16 @@ class CMPTModule(LightningModule):
             absent modality's embedding is zeros), ``learned_token`` (one learned vector per
             modality), ``modality_dropout`` (zeros, trained with modality dropout),
             ``cross_copy`` (the present modality's own CLIP embedding, after the towers'
-            projections, where CLIP aligns the two). The ablation without alignment is
-            ``cmpt`` with ``align_weight: 0``.
+            projections, where CLIP aligns the two); or a control: ``align_distill`` (a
+            learned map of the present modality's embedding, trained with the alignment loss:
+            distillation without a proxy token), ``image_specialist`` or ``text_specialist``
+            (one modality alone, never fused). The ablation without alignment is ``cmpt`` with
+            ``align_weight: 0``.
         modality_dropout: probability that a complete training sample loses one modality (image
             or text, equally likely) in a training step; null: 0.3 for ``modality_dropout``,
             0 otherwise.
-        align_weight: lambda, weight of the alignment loss (baselines have no proxies to align:
-            it is not used there).
+        align_weight: lambda, weight of the alignment loss (used by ``cmpt`` and
+            ``align_distill``; the other baselines have no stand-ins to align).
         align_loss: ``mse`` or ``cosine``.
         align_detach: stop the gradient through the real embeddings in the alignment loss.
         label_smoothing: label smoothing of the multiclass cross-entropy.
@@ -181,7 +185,7 @@ class CMPTModule(LightningModule):
         self.modality_dropout = modality_dropout
         self.loss = CMPTLoss(
             self.task,
-            align_weight=align_weight if self.method.uses_proxies else 0.0,
+            align_weight=align_weight if self.method.aligns else 0.0,
             align_loss=align_loss,
             detach_target=align_detach,
             label_smoothing=label_smoothing,
@@ -341,8 +345,8 @@ class CMPTModule(LightningModule):
     def _proxy_step(
         self, stage: str, batch: dict[str, Any], output: CMPTOutput, extra: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """Per-sample proxy diagnostics (``cmpt`` only); gathers the retrieval gallery's rows."""
-        if not self.method.uses_proxies:
+        """Per-sample proxy diagnostics (cmpt, align_distill); gathers the gallery's rows."""
+        if not self.method.aligns:
             return {}
         per_sample, gallery = proxy_batch(
             output.features,
@@ -398,6 +402,7 @@ class CMPTModule(LightningModule):
         cells, settings = grid.evaluate(
             data, dm, task=self.task, num_classes=self.num_classes, thresholds=thresholds
         )
+        cells = with_corruptions(self, grid, data, cells, settings, thresholds)  # more passes
         self.test_grid_results = cells
         directory = self.trainer.log_dir or self.trainer.default_root_dir  # a collective: all ranks
         if self.trainer.is_global_zero:

@@ -4,19 +4,25 @@ A study is a sweep (:mod:`cmpt_lightning.sweep`) over a grid with named variants
 compared method, crossed with training regimes (training missing rates, type ``both``) and
 seeds. It runs through the same runner as ``cmpt sweep run`` (so ``--executor slurm`` scales it
 to a cluster, and a re-run continues where an interrupted study stopped), is aggregated by the
-same ``collect`` (mean and std over seeds), and then written as ``study.csv`` (every cell),
-``study.md`` (the tables) and ``study.png`` (the main metric against the test missing rate, per
-method). The grid it ran is kept as ``grid.yaml`` in the study directory.
+same ``collect`` (``results.csv``), and then written as ``study.csv`` (every test cell of every
+method, mean and bootstrap 95% interval over the seeds), ``study_pairs.csv`` (CMPT's paired
+differences against every method, with a win / tie / loss verdict), ``study.md`` (the tables)
+and ``study.png`` (the main metric against the test missing rate, per method); see
+:mod:`cmpt_lightning.study_tables` and :mod:`cmpt_lightning.study_stats`.
+
+A study grid may declare ``hparams:`` (dotted key -> list of values), crossed with every
+variant: each method runs the same grid, and for each (task, regime, method) the combination
+with the best mean validation score is reported, never one chosen on test
+(:mod:`cmpt_lightning.study_results`). A ``data.init_args.task`` axis makes one study per task
+in one directory. The grid it ran is kept as ``grid.yaml`` in the study directory.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +31,22 @@ import yaml
 from jsonargparse import ArgumentParser, Namespace
 
 from .cli import Command, rename_flags, user_error
-from .sweep.collect import SweepResults, collect_sweep
+from .study_results import TRAIN_RATE, read_study
+from .study_tables import controls_of, write_outputs
+from .sweep.collect import collect_sweep
 from .sweep.command import add_launch_arguments, launch_settings
-from .sweep.grid import VARIANT, Grid, load_grid
+from .sweep.grid import VARIANT, Grid, expand_grid, is_seed_key, key_aliases
 from .sweep.launch import launch_sweep
 
-__all__ = ["VARIANTS", "StudyGrid", "run_study", "study_command", "study_grid", "summarize_study"]
+__all__ = [
+    "VARIANTS",
+    "StudyGrid",
+    "load_study_grid",
+    "run_study",
+    "study_command",
+    "study_grid",
+    "summarize_study",
+]
 
 #: mu of the ``cmpt_proxy_task`` variant (the task loss on the proxy-substituted logits).
 PROXY_TASK_WEIGHT = 0.5
@@ -43,16 +59,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "learned_token": {"model.init_args.method": "learned_token"},
     "modality_dropout": {"model.init_args.method": "modality_dropout"},
     "cross_copy": {"model.init_args.method": "cross_copy"},
+    # controls: distillation without a proxy token, and one modality alone (judged only where
+    # its modality is the one present)
+    "align_distill": {"model.init_args.method": "align_distill"},
+    "text_specialist": {"model.init_args.method": "text_specialist"},
+    "image_specialist": {"model.init_args.method": "image_specialist"},
     # a variant beyond the paper, measured before it is kept: the task loss on the proxy cases
     "cmpt_proxy_task": {"model.init_args.proxy_task_weight": PROXY_TASK_WEIGHT},
 }
 
-TRAIN_RATE = "data.init_args.train_missing.rate"
 TRAIN_TYPE = "data.init_args.train_missing.type"
 SEED = "seed_everything"
 TEST_TYPES = ["text", "image", "both"]
-
-_CASES = {"complete": ("both", 0.0), "text missing": ("text", 1.0), "image missing": ("image", 1.0)}
+#: The study grid's section of hyper-parameters selected on validation.
+HPARAMS = "hparams"
+#: The method every other one is compared with.
+REFERENCE = "cmpt"
 
 
 @dataclass
@@ -61,13 +83,16 @@ class StudyGrid:
 
     Attributes:
         grid: a study grid file (``variants:`` and axes, like a sweep's grid); None: the
-            built-in one (the seven variants of :data:`VARIANTS`, training rates 0 and 0.7 of
+            built-in one (the ten variants of :data:`VARIANTS`, training rates 0 and 0.7 of
             type ``both``, seeds 0, 1, 2).
         variants: keep only these variants (None: all of the grid's).
         seeds: values of ``seed_everything`` (None: the grid's).
         train_rates: training missing rates, type ``both`` (None: the grid's).
         overrides: fixed overrides of every run, dotted config key -> value, e.g.
             ``{"trainer.max_epochs": 2}``.
+        hparams: the hyper-parameter grid every method runs, dotted config key -> values,
+            e.g. ``{"model.init_args.optimizer.init_args.lr": [0.003, 0.01]}``; the best
+            combination on validation is reported (None: the grid file's ``hparams:``).
     """
 
     grid: Path | None = None
@@ -75,21 +100,66 @@ class StudyGrid:
     seeds: list[int] | None = None
     train_rates: list[float] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    hparams: dict[str, list[Any]] | None = None
 
 
-def study_grid(study: StudyGrid) -> Grid:
-    """The sweep grid of a study: the grid file (or built-in grid) narrowed as asked.
+def _check_hparams(hparams: Any, where: str) -> dict[str, list[Any]]:
+    """A study's ``hparams:``: a mapping of dotted config keys to non-empty lists."""
+    if not isinstance(hparams, dict):
+        msg = (
+            f"'hparams'{where} must map config keys to lists of values, e.g. "
+            f"{{model.init_args.optimizer.init_args.lr: [0.003, 0.01]}}; got {hparams!r}"
+        )
+        raise TypeError(msg)
+    for key, values in hparams.items():
+        if not isinstance(values, list) or not values:
+            msg = (
+                f"hyper-parameter {key!r}{where} must map to a non-empty list of values, got "
+                f"{values!r}; write [{values!r}] for a single value"
+            )
+            raise TypeError(msg)
+        if is_seed_key(str(key)) or key == VARIANT:
+            msg = (
+                f"hyper-parameter {key!r}{where} is a seed or the variant; put seeds and "
+                "variants beside 'hparams:', not in it"
+            )
+            raise ValueError(msg)
+    return {str(k): list(v) for k, v in hparams.items()}
 
-    Raises:
-        ValueError: for an unknown variant, or an empty selection.
+
+def load_study_grid(path: str | Path) -> tuple[Grid, dict[str, list[Any]]]:
+    """Read a study grid file: a sweep grid (``variants:`` and axes) with ``hparams:``.
+
+    Args:
+        path: the grid file.
+
+    Returns:
+        The grid without its hyper-parameters, and the hyper-parameters (empty without any).
     """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"grid file {str(path)!r} not found; give a YAML file mapping config keys to lists"
+        raise FileNotFoundError(msg)
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        msg = f"grid file {str(path)!r} must be a mapping of config keys to lists"
+        raise TypeError(msg)
+    hparams = _check_hparams(data.pop(HPARAMS, None) or {}, f" in {path}")
+    variants = data.pop("variants", None)
+    return Grid(axes=data, source=path, variants=variants), hparams
+
+
+def _study_axes(study: StudyGrid) -> tuple[dict[str, Any], dict[str, list], dict[str, list]]:
+    """The study's variants, axes (without hyper-parameters) and hyper-parameters."""
     if study.grid is not None:
-        base = load_grid(study.grid)
+        base, hparams = load_study_grid(study.grid)
         variants = dict(base.variants or {"base": {}})
         axes = {k: v for k, v in base.axes.items() if k != VARIANT}
     else:
-        variants = dict(VARIANTS)
+        variants, hparams = dict(VARIANTS), {}
         axes = {TRAIN_RATE: [0.0, 0.7], TRAIN_TYPE: ["both"], SEED: [0, 1, 2]}
+    if study.hparams is not None:
+        hparams = _check_hparams(study.hparams, " (--hparams)")
     if study.variants is not None:
         unknown = [v for v in study.variants if v not in variants]
         if unknown or not study.variants:
@@ -101,23 +171,55 @@ def study_grid(study: StudyGrid) -> Grid:
         axes.setdefault(TRAIN_TYPE, ["both"])
     if study.seeds is not None:
         axes[SEED] = list(study.seeds)
+    clash = [k for k in hparams if k in axes or k in study.overrides]
+    if clash:
+        msg = (
+            f"hyper-parameter(s) {clash} are also set as grid axes or --overrides; give each "
+            "key in one place only"
+        )
+        raise ValueError(msg)
     axes.update({key: [value] for key, value in study.overrides.items()})
-    return Grid(axes=axes, variants=variants)
+    return variants, axes, hparams
 
 
-def _grid_text(grid: Grid) -> str:
-    """The YAML of a study grid (``variants:`` then the axes), as kept in ``grid.yaml``."""
-    axes = {k: v for k, v in grid.axes.items() if k != VARIANT}
-    text = yaml.safe_dump({"variants": grid.variants, **axes}, sort_keys=False)
+def study_grid(study: StudyGrid) -> Grid:
+    """The sweep grid of a study: the grid file (or built-in grid) narrowed as asked.
+
+    The hyper-parameters become axes after the other non-seed axes (so that every variant
+    runs every combination), before the seed axes.
+
+    Raises:
+        ValueError: for an unknown variant, an empty selection, or a hyper-parameter that is
+            also an axis or an override.
+    """
+    variants, axes, hparams = _study_axes(study)
+    seeds = {k: v for k, v in axes.items() if is_seed_key(k) and len(v) > 1}
+    rest = {k: v for k, v in axes.items() if k not in seeds}
+    return Grid(axes={**rest, **hparams, **seeds}, variants=variants)
+
+
+def _grid_text(grid: Grid, hparams: dict[str, list[Any]]) -> str:
+    """The YAML of a study grid (``variants:``, ``hparams:``, the axes), kept in ``grid.yaml``."""
+    axes = {k: v for k, v in grid.axes.items() if k != VARIANT and k not in hparams}
+    head = {"variants": grid.variants, **({HPARAMS: hparams} if hparams else {})}
+    text = yaml.safe_dump({**head, **axes}, sort_keys=False)
     return "# the grid of a cmpt study (written by cmpt study)\n" + text
 
 
-def _write_grid(grid: Grid, path: Path) -> None:
+def _write_grid(text: str, path: Path) -> None:
     """Write ``grid.yaml`` atomically (a reader never sees half a file, a failure leaves none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(_grid_text(grid))
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def _fits(grid: Grid) -> str:
+    """How many fits a grid holds, and of what: ``24 fits (2 variant x 2 lr x ...)``."""
+    aliases = key_aliases(grid.varying)
+    parts = " x ".join(f"{len(grid.axes[k])} {aliases[k]}" for k in grid.varying)
+    count = len(expand_grid(grid))
+    return f"{count} fit{'s' if count != 1 else ''} ({parts or 'one cell'})"
 
 
 def run_study(
@@ -143,17 +245,20 @@ def run_study(
         RuntimeError: when a run failed (re-running the same study retries it).
     """
     out = Path(out)
-    grid = study_grid(study or StudyGrid())
+    study = study or StudyGrid()
+    grid, hparams = study_grid(study), _study_axes(study)[2]
+    text = _grid_text(grid, hparams)
     grid_file = out / "grid.yaml"
     paths = [configs] if isinstance(configs, str | Path) else list(configs)
     launch.setdefault("executor", "debug")
     launch.setdefault("test_types", list(TEST_TYPES))
     settings = launch_settings({"config": paths, **launch}, grid=grid_file, out=out)
+    print(f"the study has {_fits(grid)}")
     # grid.yaml is the grid that ran: written only once the sweep's checks pass and it starts
     # (a dry run, a bad grid or a refused re-run leaves the study directory as it was)
-    report = launch_sweep(settings, grid, on_start=lambda ran: _write_grid(ran, grid_file))
+    report = launch_sweep(settings, grid, on_start=lambda _: _write_grid(text, grid_file))
     if settings.dry_run:
-        print(f"the study's grid (kept as {grid_file} when the study runs):\n{_grid_text(grid)}")
+        print(f"the study's grid (kept as {grid_file} when the study runs):\n{text}")
     if report.failures:
         msg = f"{len(report.failures)} run(s) of the study failed:\n{report.summary()}"
         raise RuntimeError(msg)
@@ -162,84 +267,38 @@ def run_study(
     return summarize_study(out)
 
 
-def _study_rows(result: SweepResults, grid: Grid, aliases: Mapping[str, str]) -> list[dict]:
-    """The study's rows (train rate, variant, test type and rate, main metric's mean and std)."""
-    metric = result.main_metric
-    rows = []
-    for row in result.rows:
-        fixed = {key: grid.axes[key][0] for key in (VARIANT, TRAIN_RATE) if key in grid.axes}
-        value = {key: row.get(aliases.get(key, key), fixed.get(key)) for key in fixed}
-        rate = value.get(TRAIN_RATE)
-        rows.append(
-            {
-                "train_rate": math.nan if rate is None else float(rate),
-                "variant": value.get(VARIANT, "base"),
-                "type": row["test_type"],
-                "rate": float(row["test_rate"]),
-                "metric": metric,
-                "mean": row[f"{metric}_mean"],
-                "std": row[f"{metric}_std"],
-                "seeds": row["n_seeds"],
-            }
-        )
-    return sorted(rows, key=lambda r: (r["train_rate"], r["variant"], r["type"], r["rate"]))
-
-
-def _spread(mean: float, std: float) -> str:
-    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
-
-
-def _markdown(rows: list[dict[str, Any]], path: Path) -> None:
-    metric, seeds = rows[0]["metric"], max(r["seeds"] for r in rows)
-    lines = [
-        "# CMPT against the baselines",
-        "",
-        f"Test {metric} (mean ± std over {seeds} seeds), per training regime. Columns: "
-        "availability cases, then missing rates of type `both` (half of the missing samples "
-        "lack the image, half the text). Written by `cmpt study`.",
-    ]
-    table = {(r["train_rate"], r["variant"], r["type"], r["rate"]): r for r in rows}
-    rates = sorted({r["rate"] for r in rows if r["type"] == "both"})
-    for train_rate in sorted({r["train_rate"] for r in rows}):
-        lines += ["", f"## Trained with {train_rate:.0%} of samples missing a modality", ""]
-        header = ["method", *_CASES, *(f"both {r:g}" for r in rates)]
-        lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        for variant in dict.fromkeys(r["variant"] for r in rows):
-            cells = [variant]
-            for kind, rate in [*_CASES.values(), *(("both", r) for r in rates)]:
-                cell = table.get((train_rate, variant, kind, rate))
-                cells.append(_spread(cell["mean"], cell["std"]) if cell else "-")
-            lines.append("| " + " | ".join(cells) + " |")
-    path.write_text("\n".join(lines) + "\n")
-
-
 def summarize_study(out: str | Path) -> Path:
-    """Aggregate a study directory into study.csv, study.md and (with matplotlib) study.png.
+    """Write a study directory's study.csv, study_pairs.csv, study.md and study.png.
+
+    The finished cells are read with their per-seed values, the hyper-parameters selected on
+    validation (:func:`~cmpt_lightning.study_results.read_study`), and ``cmpt`` compared with
+    every other method on paired seeds (:mod:`cmpt_lightning.study_tables`). The sweep's own
+    ``results.csv`` (mean and std over seeds of every train cell) is written as well.
 
     Args:
         out: the study directory written by :func:`run_study`.
 
     Returns:
         The path of ``study.md``.
+
+    Raises:
+        FileNotFoundError: when ``out`` holds no study (no ``grid.yaml``).
+        ValueError: when no cell has finished, or hyper-parameters cannot be selected because
+            cells record no validation score.
     """
     out = Path(out)
     grid_file = out / "grid.yaml"
     if not grid_file.is_file():
         msg = f"{grid_file} does not exist; run the study first (cmpt study --out {out})"
         raise FileNotFoundError(msg)
-    grid = load_grid(grid_file)
-    result = collect_sweep(out)
+    grid, hparams = load_study_grid(grid_file)
+    collect_sweep(out)
     manifest = json.loads((out / "manifest.json").read_text())
-    rows = _study_rows(result, grid, manifest.get("aliases", {}))
-    with (out / "study.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: "" if v != v else v for k, v in row.items()} for row in rows)
-    _markdown(rows, out / "study.md")
-    from .sweep.plots import plot_study
-
-    plot_study(rows, out / "study.png")
-    return out / "study.md"
+    results = read_study(out, manifest, list(hparams))
+    methods = list(dict.fromkeys(c.method for c in results.cells))
+    reference = REFERENCE if REFERENCE in methods else methods[0]
+    total, controls = len(manifest["cells"]), controls_of(grid.variants)
+    return write_outputs(results, out, reference, total=total, controls=controls)
 
 
 def _parser() -> ArgumentParser:
@@ -281,7 +340,8 @@ def _legacy(tokens: list[str]) -> list[str]:
 
 def _run(config: Namespace) -> int:
     values = {k: v for k, v in config.as_dict().items() if not k.startswith("__")}
-    study = StudyGrid(**{k: values.pop(k) for k in ("grid", "variants", "seeds", "train_rates")})
+    names = ("grid", "variants", "seeds", "train_rates", "hparams")
+    study = StudyGrid(**{k: values.pop(k) for k in names})
     study.overrides = values.pop("overrides") or {}
     out, configs = values.pop("out"), values.pop("config") or ["configs/demo.yaml"]
     try:

@@ -152,6 +152,32 @@ def test_plan_resolves_each_cell_with_its_run_dir_and_test_sweep(tmp_path):
     assert not (tmp_path / "sweep").exists()  # planning writes nothing
 
 
+def test_cells_that_differ_in_seeds_only_share_one_parse_and_dump_the_same_text(
+    tmp_path, monkeypatch
+):
+    """Planning parses once per combination of the non-seed values (a parse takes about a
+    second; a study has thousands of cells), and every cell's config text is still exactly
+    what a full parse of that cell gives (a re-run compares the texts)."""
+    seeds = {"seed_everything": [0, 3], "data.init_args.seed": [1, 2]}
+    grid = _grid_file(tmp_path, {RATE: [0.5], **seeds})
+    settings = SweepSettings(configs=[DEMO], grid=grid, out=tmp_path / "s")
+    calls = []
+    parse = ConfigResolver.parse
+    monkeypatch.setattr(ConfigResolver, "parse", lambda self, o: calls.append(o) or parse(self, o))
+    _, planned = plan_sweep(settings)
+    assert len(planned) == 4 and len(calls) == 1  # one parse for the four seed pairs
+    monkeypatch.undo()
+    resolver = ConfigResolver([DEMO])
+    for cell in planned[1:]:  # the copies (the first cell is the parse itself)
+        full = resolver.parse(
+            {**calls[0], **cell.cell.overrides, "trainer.default_root_dir": str(cell.directory)}
+        )
+        assert cell.config == resolver.dump(full), cell.cell.name
+        loaded = yaml.safe_load(cell.config)
+        assert loaded["seed_everything"] == cell.cell.overrides["seed_everything"]
+        assert loaded["data"]["init_args"]["seed"] == cell.cell.overrides["data.init_args.seed"]
+
+
 def test_cli_rejects_a_bad_key_before_anything_is_written(tmp_path, capsys):
     grid = _grid_file(tmp_path, {RATE: [0.1, 0.5], "data.init_args.train_misssing.rate": [0.2]})
     out = tmp_path / "sweep"

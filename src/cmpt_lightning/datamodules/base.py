@@ -1,12 +1,12 @@
 """What every data module of the package shares.
 
-The model's preprocessing, the loaders, and the simulated missing modalities of the protocol
-(:mod:`cmpt_lightning.missing`).
+The model's preprocessing, the loaders, and the missing modalities of the protocol
+(:mod:`cmpt_lightning.missing`, simulated or read from a masks file: the
+:class:`~cmpt_lightning.datamodules.masking.ProtocolMasks` it mixes in).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from abc import abstractmethod
@@ -19,16 +19,15 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torch.utils.data import DataLoader
 
 from ..datasets.base import MultimodalDataset, Sample
-from ..datasets.cache_samples import CachedDataset
 from ..datasets.errors import DataValueError
 from ..datasets.images import PixelsToTensor, defer_normalization, image_normalization
 from ..datasets.images import normalize_pixels as _normalize_pixels
-from ..datasets.records import RecordDataset
-from ..missing import MissingConfig, MissingPlan, availability_counts, combine_availability
+from ..mask_files import MasksFile
+from ..missing import MissingConfig, MissingPlan
 from ..models.clip import build_image_transform, build_tokenizer
 from ..tasks import Task
 from .loaders import EpochShuffleSampler, ResumableDataLoader
-from .mechanism_inputs import mechanism_inputs
+from .masking import ProtocolMasks
 
 __all__ = ["CMPTDataModule", "default_num_workers", "usable_cpus"]
 
@@ -60,7 +59,7 @@ def default_num_workers(processes: int = 1) -> int:
     return max(0, min(MAX_DEFAULT_WORKERS, share - 1))
 
 
-class CMPTDataModule(LightningDataModule):
+class CMPTDataModule(ProtocolMasks, LightningDataModule):
     """Base data module: splits, loaders, the open_clip preprocessing, and simulated missingness.
 
     Each batch is a dict of stacked :data:`~cmpt_lightning.datasets.base.Sample` fields. Before
@@ -133,6 +132,8 @@ class CMPTDataModule(LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.datasets: dict[str, MultimodalDataset] = {}
         self._plans: dict[tuple[Any, ...], MissingPlan] = {}  # (split, seed, epoch, mechanism)
+        self._mask_files: dict[str, MasksFile] = {}  # masks files read, by path
+        self._file_masks: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         #: The realised availability counts of each split, logged once at setup.
         self.counts: dict[str, dict[str, int]] = {}
         #: Ids of prediction rows with neither an image nor a text: not predicted, listed
@@ -238,103 +239,17 @@ class CMPTDataModule(LightningDataModule):
                         len(self.datasets[split]),
                     )
 
-    def missing_config(self, split: str) -> MissingConfig | None:
-        """The simulated missingness of ``split`` (None for predict: only real missingness)."""
-        if split == "predict":
-            return None
-        return self.train_missing if split == "train" else self.eval_missing
-
-    def plan_groups(self, split: str) -> list[str] | None:
-        """The group of each sample of ``split`` whose members share their masks, or None.
-
-        None (the default): the protocol ranks the samples themselves. A family whose samples
-        come in groups (MM-IMDb's plots of one movie) returns one key per sample; the
-        protocol then ranks the groups and the rate counts groups (see
-        :class:`~cmpt_lightning.missing.MissingPlan`).
-        """
-        return None
-
-    def plan(self, split: str, seed: int, epoch: int | None = None) -> MissingPlan:
-        """The protocol's ranking of ``split``, cached per seed and epoch (see plan_groups).
-
-        The split's missing-modality settings choose the mechanism (``mcar``, ``label``,
-        ``score``); ``seed`` replaces their seed (a test grid may set its own).
-        """
-        config = self.missing_config(split) or MissingConfig()
-        key = (split, seed, epoch, config.mechanism_key)
-        if key not in self._plans:
-            ids = list(self.datasets[split].ids)
-            groups = self.plan_groups(split)
-            config = dataclasses.replace(config, seed=seed, resample_each_epoch=True)
-            inputs = mechanism_inputs(self.datasets[split], config, self.class_names)
-            self._plans[key] = config.plan(ids, epoch=epoch, groups=groups, **inputs)
-        return self._plans[key]
-
-    def masks(self, split: str, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Protocol masks (image kept, text kept) over the samples of ``split``, in order."""
-        config = self.missing_config(split)
-        if config is None:
-            ones = torch.ones(len(self.datasets[split]), dtype=torch.bool)
-            return ones, ones.clone()
-        plan = self.plan(split, config.seed, epoch if config.resample_each_epoch else None)
-        return plan.masks(config.rate, config.type, both_ratio=config.both_ratio)
-
-    def availability(self, split: str, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the model sees of each sample of ``split``: (image present, text present).
-
-        The data's own availability AND the protocol's masks, except that the protocol never
-        takes the last modality of a sample that has only one (see
-        :func:`~cmpt_lightning.missing.combine_availability`).
-        """
-        keep_img, keep_txt = self.masks(split, epoch)
-        real_img, real_txt = self.real_availability(split)
-        img, txt, _ = combine_availability(real_img, real_txt, keep_img, keep_txt)
-        return img, txt
-
-    def availability_counts(self, split: str, epoch: int = 0) -> dict[str, int]:
-        """Samples of ``split`` per availability case, and how many the protocol spared."""
-        keep_img, keep_txt = self.masks(split, epoch)
-        real_img, real_txt = self.real_availability(split)
-        img, txt, spared = combine_availability(real_img, real_txt, keep_img, keep_txt)
-        counts = availability_counts(img, txt)
-        counts["spared"] = int(spared.sum())
-        return counts
-
-    def real_availability(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Which samples of ``split`` have an image and a text in the data itself."""
-        dataset = self.datasets[split]
-        if isinstance(dataset, RecordDataset | CachedDataset):
-            return dataset.availability()
-        n = len(dataset)
-        return torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
-
     def _log_counts(self, split: str) -> None:
         counts = self.availability_counts(split)
         self.counts[split] = counts
         config = self.missing_config(split)
-        setting = (
-            "real missingness only"
-            if config is None
-            else f"rate={config.rate}, type={config.type}, seed={config.seed}"
-        )
+        if config is None:
+            setting = "real missingness only"
+        elif config.masks_file is not None:
+            setting = f"masks_file={config.masks_file}"
+        else:
+            setting = f"rate={config.rate}, type={config.type}, seed={config.seed}"
         rank_zero_info(f"{split} split ({setting}): {counts}")
-
-    def apply_missing(self, batch: Sample, split: str, epoch: int = 0) -> Sample:
-        """Add the protocol's simulated missingness of ``split`` to a collated batch.
-
-        ``image_present`` / ``text_present`` become what the model may use; the data's own
-        availability is kept in ``image_available`` / ``text_available``.
-        """
-        keep_img, keep_txt = self.masks(split, epoch)
-        index = batch["index"].cpu()
-        real_img, real_txt = batch["image_present"], batch["text_present"]
-        device = real_img.device
-        img, txt, _ = combine_availability(
-            real_img, real_txt, keep_img[index].to(device), keep_txt[index].to(device)
-        )
-        batch["image_available"], batch["text_available"] = real_img, real_txt
-        batch["image_present"], batch["text_present"] = img, txt
-        return batch
 
     def _current_split(self) -> str | None:
         trainer = self.trainer

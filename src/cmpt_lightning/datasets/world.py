@@ -352,6 +352,15 @@ class World:
         self.raw_size = raw_size
         self.greyscale = greyscale
 
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """Every setting a sample depends on: ``(seed, raw_size, greyscale, mention items)``.
+
+        Two worlds with equal keys make the same scenes, images and captions (the memo of
+        :mod:`.sample_memo` keys samples by it).
+        """
+        return (self.seed, self.raw_size, self.greyscale, tuple(sorted(self.mention.items())))
+
     def rng(self, split: str, index: int, stream: int) -> np.random.Generator:
         """The random stream ``stream`` of sample ``index`` of ``split``."""
         return np.random.default_rng([self.seed, _split_key(split), index, stream])

@@ -1,8 +1,8 @@
-"""Datasets on the procedural world: pretraining pairs and three tasks like the paper's.
+"""Datasets on the procedural world: pretraining pairs and four tasks like the paper's.
 
 :class:`WorldPairs` streams truthful image-caption pairs for contrastive pretraining.
 
-The three tasks draw their scenes, images and captions from :class:`~.world.World` (see
+The four tasks draw their scenes, images and captions from :class:`~.world.World` (see
 :mod:`.world` for the generative process) under the split name ``<task>/<split>``, so no two
 tasks or splits share a sample's random streams (nor with the pretraining splits).
 
@@ -19,6 +19,11 @@ tasks or splits share a sample's random streams (nor with the pretraining splits
   always mentioned. Claimed scenes are distributed alike under both labels, as are true
   scenes, so each modality alone is at chance *exactly*: the label lives only in the pair.
   Metric: AUROC (and accuracy).
+- ``scenes`` (:class:`WorldScenesDataset`): 32 classes, shape x background x material
+  (``"wood circle on light"`` is class 0). The shape is shared content (every image, 75% of
+  the captions), the background is the image's (captions state it 30% of the time), the
+  material the caption's alone (50%): each modality carries what the other lacks, so a
+  missing text and a missing image both cost a lot, and comparably. Metric: accuracy.
 
 **What each modality can reach**, for a reader that perceives perfectly (Bayes ceilings of the
 default world: greyscale 0.2, the mention rates of :data:`~.world.MENTION`), computed exactly
@@ -30,75 +35,54 @@ task     metric      image   text    both    chance (no input)
 objects  accuracy    0.833   0.643   0.958   0.042
 tags     F1 macro    0.830   0.802   0.917   0.429 (every tag predicted present)
 claims   AUROC       0.500   0.500   0.991   0.500 (accuracy: 0.5, 0.5, 0.95)
+scenes   accuracy    0.250   0.330   0.625   0.031
 =======  ==========  ======  ======  ======  ======================================
 
-objects: the image shows the shape always and the colour unless greyscale, ``(0.8 + 0.2 / 6)
-x 1``; the caption states colour and shape with 0.75 each, ``(0.75 + 0.25 / 6) x (0.75 + 0.25
-/ 4)``. tags: per tag, F1 is the better of "unknown means absent", ``2r / (1 + r)``, and
-"unknown means present", ``2p / (2p + (1 - r)(1 - p))``, for the rate ``r`` at which the
-modality reveals the tag and its frequency ``p``; averaged over tags. claims: a lie goes
-unseen only when it is about the colour of a greyscale photo.
+scenes: the image shows shape and background, never the material, ``1 x 1 x 1 / 4``; the
+caption states them with 0.75, 0.3 and 0.5, ``(0.75 + 0.25 / 4) x (0.3 + 0.7 / 2) x (0.5 + 0.5
+/ 4)``; both leave only the unmentioned material unknown, ``1 x 1 x 0.625``. How every ceiling
+is computed: :mod:`.world_ceilings` (whose names this module re-exports).
+
+**Memo.** Generated samples are kept in the process's :func:`~.sample_memo.sample_memo`
+(bounded, least recently used out first), keyed by the world's settings, the task, split and
+index, and what the data module says names its preprocessing: later epochs and later runs
+in the same process take them from there, the same bit for bit.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..choices import Choice
 from ..tasks import Task
-from .base import MultimodalDataset, Sample
+from .base import MultimodalDataset, Sample, TokenCache
+from .sample_memo import sample_memo
 from .world import VALUES, VISUAL, Caption, Scene, World
+from .world_ceilings import LABEL_ATTRIBUTES, TAGS, WorldTask, ceilings, label_index, tag_vector
 
 __all__ = [
+    "LABEL_ATTRIBUTES",
     "TAGS",
     "WorldClaimsDataset",
     "WorldDataset",
     "WorldObjectsDataset",
     "WorldPairs",
+    "WorldScenesDataset",
     "WorldTagsDataset",
     "WorldTask",
     "ceilings",
+    "label_index",
     "tag_vector",
 ]
 
-#: The tags of the ``tags`` task, in order, with the attribute and values that make each true.
-_TAG_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    *((c, "colour", (c,)) for c in VALUES["colour"]),
-    *((s, "shape", (s,)) for s in VALUES["shape"]),
-    ("striped", "texture", ("striped",)),
-    ("large", "size", ("large",)),
-    ("group", "count", ("2", "3")),
-    ("dark", "background", ("dark",)),
-    *((m, "material", (m,)) for m in VALUES["material"]),
-)
-TAGS: tuple[str, ...] = tuple(name for name, _, _ in _TAG_RULES)
-
-
-class WorldTask(Choice):
-    """The world's three tasks: objects (Food-101-like), tags (MM-IMDb-like), claims (memes)."""
-
-    OBJECTS = "objects"
-    TAGS = "tags"
-    CLAIMS = "claims"
-
-
-def tag_vector(scene: Scene) -> np.ndarray:
-    """The multi-hot tags of ``scene``, float32 [len(TAGS)] in the order of :data:`TAGS`."""
-    return np.array(
-        [getattr(scene, attribute) in values for _, attribute, values in _TAG_RULES],
-        dtype=np.float32,
-    )
-
 
 class WorldDataset(MultimodalDataset):
-    """The samples of one split of one world task (base of the three task datasets).
+    """The samples of one split of one world task (base of the task datasets).
 
     Args:
         num_samples: number of samples.
@@ -108,8 +92,13 @@ class WorldDataset(MultimodalDataset):
         image_size: (H, W) of the transform's output, for the zeros of an absent image.
         world: the generator; None builds ``World(seed)``.
         seed: the world's seed when ``world`` is None.
-        memoize: keep every generated sample in memory (per process), so that later epochs
-            do not render it again; only for deterministic transforms (no augmentation).
+        memoize: keep generated samples in the process's memo
+            (:func:`~.sample_memo.sample_memo`, bounded), so that later epochs (and, with a
+            ``memo_key``, later datasets) do not make them again; only for deterministic
+            transforms (no augmentation).
+        memo_key: what names ``image_transform`` and ``tokenizer`` (a data module passes its
+            preprocessing settings): datasets with equal keys, worlds, tasks and splits share
+            their memoized samples. None: a key of this dataset alone.
     """
 
     task: ClassVar[WorldTask]
@@ -126,10 +115,11 @@ class WorldDataset(MultimodalDataset):
         world: World | None = None,
         seed: int = 0,
         memoize: bool = False,
+        memo_key: Hashable | None = None,
     ) -> None:
         super().__init__(image_transform, tokenizer, image_size)
         self.memoize = memoize
-        self._memo: dict[int, Sample] = {}
+        self.memo_key: Hashable = object() if memo_key is None else memo_key
         if num_samples < 1:
             msg = f"num_samples must be >= 1, got {num_samples!r}"
             raise ValueError(msg)
@@ -168,13 +158,37 @@ class WorldDataset(MultimodalDataset):
         """This task's Bayes ceilings on this world (see :func:`ceilings`)."""
         return ceilings(self.task, self.world)
 
+    def variant(self) -> tuple[Any, ...]:
+        """The task's own settings a sample depends on (``claims``: its claim attributes)."""
+        return ()
+
+    def memo_entry(self, index: int) -> Hashable:
+        """The memo's key of sample ``index``: everything the sample depends on."""
+        world = self.world.key
+        return (type(self), world, self.key, self.variant(), self.memo_key, index)
+
     def __getitem__(self, index: int) -> Sample:
-        """The sample ``index`` (see :class:`MultimodalDataset`), generated once if memoized."""
+        """The sample ``index`` (see :class:`MultimodalDataset`), made once if memoized."""
         if not self.memoize:
             return super().__getitem__(index)
-        if index not in self._memo:
-            self._memo[index] = super().__getitem__(index)
-        return self._memo[index]
+        memo, key = sample_memo(), self.memo_entry(index)
+        sample = memo.get(key)
+        if sample is None:
+            sample = super().__getitem__(index)
+            memo.put(key, sample)
+        return sample
+
+    def pretokenize(self) -> TokenCache | None:
+        """Tokenize every text now (see :class:`MultimodalDataset`), unless none is needed.
+
+        While every sample is in the memo, nothing is tokenized (a warm run writes no
+        caption); the first sample made after all tokenizes every text as usual.
+        """
+        if self.memoize and not getattr(self, "_pretokenized", False):
+            memo = sample_memo()
+            if all(self.memo_entry(i) in memo for i in range(len(self))):
+                return None
+        return super().pretokenize()
 
 
 class WorldObjectsDataset(WorldDataset):
@@ -190,8 +204,34 @@ class WorldObjectsDataset(WorldDataset):
 
     def target(self, index: int) -> torch.Tensor:
         """The class of sample ``index`` (int64 scalar)."""
-        scene = self.scene(index)
-        label = scene.index("colour") * len(VALUES["shape"]) + scene.index("shape")
+        label = label_index(self.scene(index), LABEL_ATTRIBUTES[self.task])
+        return torch.tensor(label, dtype=torch.long)
+
+
+class WorldScenesDataset(WorldDataset):
+    """Both directions: one of 32 classes, shape x background x material.
+
+    The shape is in every image and 75% of the captions, the background in every image and
+    30% of the captions, the material in half the captions and no image: the image alone
+    reaches 0.250, the caption alone 0.330, both 0.625 (:func:`ceilings`).
+    """
+
+    task = WorldTask.SCENES
+    kind = Task.MULTICLASS
+
+    @property
+    def classes(self) -> Sequence[str]:
+        """``"<material> <shape> on <background>"``, nested shape, background, material."""
+        return [
+            f"{m} {s} on {b}"
+            for s in VALUES["shape"]
+            for b in VALUES["background"]
+            for m in VALUES["material"]
+        ]
+
+    def target(self, index: int) -> torch.Tensor:
+        """The class of sample ``index`` (int64 scalar)."""
+        label = label_index(self.scene(index), LABEL_ATTRIBUTES[self.task])
         return torch.tensor(label, dtype=torch.long)
 
 
@@ -232,6 +272,10 @@ class WorldClaimsDataset(WorldDataset):
             msg = f"claim_attributes must be a non-empty subset of {list(VISUAL)}, got {bad!r}"
             raise ValueError(msg)
         self.claim_attributes = tuple(claim_attributes)
+
+    def variant(self) -> tuple[Any, ...]:
+        """The claim attributes (they change the captions and labels)."""
+        return self.claim_attributes
 
     @property
     def classes(self) -> Sequence[str]:
@@ -301,58 +345,3 @@ class WorldPairs(Dataset[dict[str, Any]]):
         image = self.world.draw(scene, self.split, index)
         caption = self.world.describe(scene, self.split, index)
         return {"image": self.image_transform(image), "caption": caption.text, "index": index}
-
-
-def _reveal(world: World, attribute: str) -> dict[str, float]:
-    """Probability that the image, the text and either of them reveal ``attribute``."""
-    image = 0.0 if attribute not in VISUAL else 1.0 - world.greyscale * (attribute == "colour")
-    text = world.mention[attribute]
-    return {"image": image, "text": text, "both": 1.0 - (1.0 - image) * (1.0 - text)}
-
-
-def _tag_f1(reveal: float, frequency: float) -> float:
-    """The best expected F1 of one tag revealed at rate ``reveal``, present at ``frequency``."""
-    absent = 2 * reveal / (1 + reveal)  # unknowns predicted absent
-    present = 2 * frequency / (2 * frequency + (1 - reveal) * (1 - frequency))
-    return max(absent, present)
-
-
-def ceilings(
-    task: WorldTask | str, world: World, claim_attributes: Sequence[str] = ("colour", "shape")
-) -> dict[str, float]:
-    """The Bayes ceiling of ``task``'s main metric per available input, exactly.
-
-    Args:
-        task: ``objects`` (accuracy), ``tags`` (F1 macro, the large-sample limit), or
-            ``claims`` (AUROC).
-        world: the world (its mention rates and greyscale probability).
-        claim_attributes: the attributes false claims change (``claims`` only).
-
-    Returns:
-        ``{"image": ..., "text": ..., "both": ..., "chance": ...}``: the best expected score
-        from the image alone, the caption alone, both, and neither.
-    """
-    task = WorldTask.parse(task, "task")
-    out: dict[str, float] = {}
-    if task is WorldTask.OBJECTS:
-        colour, shape = _reveal(world, "colour"), _reveal(world, "shape")
-        n_colour, n_shape = len(VALUES["colour"]), len(VALUES["shape"])
-        for source in ("image", "text", "both"):
-            c, s = colour[source], shape[source]
-            out[source] = (c + (1 - c) / n_colour) * (s + (1 - s) / n_shape)
-        out["chance"] = 1 / (n_colour * n_shape)
-    elif task is WorldTask.TAGS:
-        for source in ("image", "text", "both", "chance"):
-            scores = []
-            for _, attribute, values in _TAG_RULES:
-                reveal = 0.0 if source == "chance" else _reveal(world, attribute)[source]
-                scores.append(_tag_f1(reveal, len(values) / len(VALUES[attribute])))
-            out[source] = float(np.mean(scores))
-    else:
-        out = {"image": 0.5, "text": 0.5, "both": 1.0, "chance": 0.5}
-        if "colour" in claim_attributes:
-            k = len(claim_attributes)
-            unseen = world.greyscale / k  # of the lies: about the colour of a grey photo
-            said = world.greyscale * (1 / k + (1 - 1 / k) * world.mention["colour"])  # of truths
-            out["both"] = 1 - unseen * said / 2
-    return out

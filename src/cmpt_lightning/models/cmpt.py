@@ -13,9 +13,11 @@ from .attention import add_lora
 from .clip import build_clip
 from .head import AvailabilityCase, Fusion, Method, ProxyTokenHead
 from .lora import LoRATargets
+from .rows import _bucket, _keep_rows, _Rows, _run_tower, _scatter_rows, _select  # noqa: F401
 from .towers import TextTower, VisionTower
 
 __all__ = ["CMPTFeatures", "CMPTModel", "CMPTOutput"]
+# the row helpers live in rows.py; _bucket is imported here only for tests/models/test_fast_path.py
 
 
 @dataclass
@@ -24,8 +26,10 @@ class CMPTFeatures:
 
     Rows that were not computed are zeros: ``image`` and ``text_proxy`` where the image is
     absent, ``text`` and ``image_proxy`` where the text is absent. For a baseline the two
-    "proxies" are its stand-ins (zeros, learned vectors, or for ``cross_copy`` the sample's
-    other real embedding: ``text_proxy`` is ``image`` and ``image_proxy`` is ``text``).
+    "proxies" are its stand-ins (zeros, learned vectors, for ``cross_copy`` the sample's
+    other real embedding: ``text_proxy`` is ``image`` and ``image_proxy`` is ``text``, for
+    ``align_distill`` the distill maps of those). A specialist's unused tower does not run:
+    its real embedding is zeros in every row.
 
     Attributes:
         image: real image class embedding (``encode_image(normalize=False)``).
@@ -50,78 +54,15 @@ class CMPTFeatures:
 
 @dataclass
 class CMPTOutput:
-    """What :meth:`CMPTModel.forward` returns: ``logits`` [B, num_outputs] and the features."""
+    """What :meth:`CMPTModel.forward` returns: ``logits`` [B, num_outputs] and the features.
+
+    ``task_mask`` (bool [B]) marks the samples the task loss counts; None (every method but
+    the specialists): all of them.
+    """
 
     logits: torch.Tensor
     features: CMPTFeatures
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """The rows of a batch one tower encodes when it skips absent inputs.
-
-    Attributes:
-        encode: the rows the tower runs on, [m]: the present rows first, in batch order, then
-            absent ones that pad ``m`` to a bucket size (their outputs are dropped).
-        keep: the present rows, [n] (the first n of ``encode``), where the outputs go.
-    """
-
-    encode: torch.Tensor
-    keep: torch.Tensor
-
-
-def _bucket(count: int, batch: int) -> int:
-    """The smallest power of two >= ``count`` (1 for 0), at most ``batch``."""
-    return min(1 << max(count - 1, 0).bit_length(), batch)
-
-
-def _select(present: torch.Tensor, count: int, *, bucketed: bool) -> _Rows | None:
-    """The rows to encode for ``present`` [B] with ``count`` present rows; None: all of them.
-
-    Exact (eager): the ``count`` present rows (one absent row if none is present: open_clip's
-    patch embedding cannot reshape an empty batch, and every adapter stays in the graph).
-    ``bucketed`` (compiled towers): padded with absent rows to a power of two, so that a
-    compiled tower sees at most log2(B) + 2 batch sizes however the masks vary.
-    """
-    batch = present.shape[0]
-    size = _bucket(count, batch) if bucketed else max(count, 1)
-    if count == batch or size == batch:
-        return None  # every row: no gather (the absent ones are zeroed after the tower)
-    order = torch.argsort((~present).to(torch.uint8), stable=True)  # shape = [B], present first
-    return _Rows(encode=order[:size], keep=order[:count])  # shapes = [size], [count]
-
-
-def _scatter_rows(rows: _Rows | None, values: torch.Tensor, batch: int) -> torch.Tensor:
-    """Place ``values`` [n, D] at ``rows.keep`` of a [batch, D] zero tensor (as is if None)."""
-    if rows is None:
-        return values
-    out = values.new_zeros(batch, values.shape[-1])
-    return out.index_copy(0, rows.keep, values)
-
-
-def _run_tower(
-    tower: Any, inputs: torch.Tensor, rows: _Rows | None, proxy: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Encode the ``rows`` of ``inputs`` (all of them if None); outputs [n kept rows, D].
-
-    The tower runs on ``rows.encode``, which is never empty, so every adapter takes part in
-    the graph (with zero gradient when no row is kept); the outputs of the padding rows are
-    dropped.
-    """
-    if rows is None:
-        return tower(inputs, proxy)
-    real, proxy_out = tower(inputs.index_select(0, rows.encode), proxy)
-    count = rows.keep.shape[0]
-    if real.shape[0] == count:
-        return real, proxy_out
-    return real[:count], None if proxy_out is None else proxy_out[:count]  # shape = [n, D]
-
-
-def _keep_rows(values: torch.Tensor, keep: torch.Tensor, rows: _Rows | None) -> torch.Tensor:
-    """Zero the rows not in ``keep`` when the whole batch was encoded (``rows`` is None)."""
-    if rows is not None:  # only the kept rows were encoded; the others are zeros already
-        return values
-    return torch.where(keep[:, None], values, torch.zeros_like(values))
+    task_mask: torch.Tensor | None = None
 
 
 _NEITHER = (
@@ -183,7 +124,14 @@ class CMPTModel(nn.Module):
             ``learned_token`` (one learned vector per modality), ``modality_dropout``
             (zeros; the LightningModule adds training-time modality dropout) or
             ``cross_copy`` (an absent modality's embedding is the present modality's own CLIP
-            embedding, after the towers' final projections, where CLIP aligns the two).
+            embedding, after the towers' final projections, where CLIP aligns the two). Two
+            controls: ``align_distill`` (a learned linear map, identity at init, of the
+            present modality's embedding, trained with the alignment loss: distillation
+            without a proxy token) and ``image_specialist`` / ``text_specialist`` (a
+            single-modality model: the fusion's other side is always zeros, the unused tower
+            does not run and its adapters stay frozen; samples without the modality are left
+            out of the task loss and get the classifier's bias as logits, see
+            :class:`~cmpt_lightning.models.head.Method`).
         skip_absent: in training, run each tower only on the samples that have its input.
             That needs the number of such samples on the host: one synchronisation with the
             device per step (and, with ``compile_towers``, the rows padded to a power of two,
@@ -257,6 +205,13 @@ class CMPTModel(nn.Module):
                     targets=lora_targets,
                 )
             loralib.mark_only_lora_as_trainable(clip, bias="none")
+            used = Method(method)
+            for transformer, needed in (
+                (towers.visual.transformer, used.uses_image),
+                (text_transformer, used.uses_text),
+            ):
+                if not needed:  # a specialist's other tower never runs: nothing to train there
+                    transformer.requires_grad_(False)
             embed_dim = int(towers.visual.output_dim)
             self.head = ProxyTokenHead(
                 self.vision.width,
@@ -387,12 +342,23 @@ class CMPTModel(nn.Module):
         img_rows, txt_rows = self._rows(image_present, text_present)
         # gather the rows to encode, run each tower on them (scattered back below)
         vision, text_tower = self._tower("vision"), self._tower("text")
-        image, text_proxy = _run_tower(vision, images, img_rows, self.head.text_proxy_token)
-        text, image_proxy = _run_tower(text_tower, texts, txt_rows, self.head.image_proxy_token)
-        image = _keep_rows(_scatter_rows(img_rows, image, batch), image_present, img_rows)
-        text = _keep_rows(_scatter_rows(txt_rows, text, batch), text_present, txt_rows)
+        image: torch.Tensor | None = None
+        text: torch.Tensor | None = None
+        text_proxy = image_proxy = None
+        if self.method.uses_image:  # not for text_specialist
+            image, text_proxy = _run_tower(vision, images, img_rows, self.head.text_proxy_token)
+            image = _keep_rows(_scatter_rows(img_rows, image, batch), image_present, img_rows)
+        if self.method.uses_text:  # not for image_specialist
+            text, image_proxy = _run_tower(text_tower, texts, txt_rows, self.head.image_proxy_token)
+            text = _keep_rows(_scatter_rows(txt_rows, text, batch), text_present, txt_rows)
+        # a specialist's unused tower did not run: its embedding is zeros, in the other's dtype
+        if image is None:
+            assert text is not None  # every method uses at least one tower
+            image = torch.zeros_like(text)
+        if text is None:
+            text = torch.zeros_like(image)
         if text_proxy is None or image_proxy is None:  # a baseline: its stand-ins
-            text_sub, image_sub = self.head.stand_ins(image, text)
+            text_sub, image_sub = self.head.stand_ins(image, text, image_present, text_present)
             return CMPTFeatures(image, text, text_sub, image_sub, image_present, text_present)
         text_proxy = _scatter_rows(img_rows, self.head.text_proxy_map(text_proxy), batch)
         image_proxy = _scatter_rows(txt_rows, self.head.image_proxy_map(image_proxy), batch)
@@ -420,7 +386,8 @@ class CMPTModel(nn.Module):
             image_present,
             text_present,
         )
-        return CMPTOutput(logits=logits, features=features)
+        task_mask = self.head.task_mask(image_present, text_present)
+        return CMPTOutput(logits=logits, features=features, task_mask=task_mask)
 
     def case_logits(self, features: CMPTFeatures) -> dict[AvailabilityCase, torch.Tensor]:
         """Logits under each availability case for samples encoded with both modalities."""
@@ -429,6 +396,10 @@ class CMPTModel(nn.Module):
         )
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The state of the trainable parameters only (LoRA, proxies, maps, fusion, classifier)."""
+        """The state of the trainable parameters only (LoRA, proxies, maps, fusion, classifier).
+
+        The ``align_distill`` maps are included; a specialist's unused tower's adapters are
+        frozen, so they are not.
+        """
         names = {name for name, p in self.named_parameters() if p.requires_grad}
         return {k: v for k, v in self.state_dict().items() if k in names}

@@ -19,18 +19,55 @@ class Fusion(Choice):
 
 
 class Method(Choice):
-    """What stands in for an absent modality: CMPT's proxies, or a baseline's substitute."""
+    """What stands in for an absent modality: CMPT's proxies, or a baseline's substitute.
+
+    Two controls separate the proxy's own contribution from cross-modal distillation:
+
+    - ``align_distill``: the stand-in is a learned D x D linear map (identity at init, so it
+      starts as ``cross_copy``) of the present modality's real CLIP embedding, trained with
+      CMPT's alignment loss and weight on the complete samples: distillation without a proxy
+      token.
+    - ``image_specialist`` / ``text_specialist``: a single-modality model trained on the same
+      data. The fusion sees only its modality: the other side is zeros in training and test,
+      never the real embedding (the unused tower does not run and its adapters are frozen).
+      Samples without the specialist's modality are left out of the task loss (a masked
+      mean); at test time they get the logits of a zero input (the classifier's bias), which a
+      comparison ignores: ``text_specialist`` is compared on image-missing samples,
+      ``image_specialist`` on text-missing ones.
+    """
 
     CMPT = "cmpt"  # the proxy computed from the other tower
     ZERO_FILL = "zero_fill"  # zeros (as deep correlated prompting does)
     LEARNED_TOKEN = "learned_token"  # one learned vector per modality, the same for every sample
     MODALITY_DROPOUT = "modality_dropout"  # zeros, trained with random modality dropout
     CROSS_COPY = "cross_copy"  # the present modality's own CLIP embedding (shared space)
+    ALIGN_DISTILL = "align_distill"  # a learned map of the present modality's CLIP embedding
+    IMAGE_SPECIALIST = "image_specialist"  # the image alone; the text side is always zeros
+    TEXT_SPECIALIST = "text_specialist"  # the text alone; the image side is always zeros
 
     @property
     def uses_proxies(self) -> bool:
         """Whether the towers carry proxy tokens."""
         return self is Method.CMPT
+
+    @property
+    def aligns(self) -> bool:
+        """Whether the stand-ins are trained towards the real embeddings they replace.
+
+        True for ``cmpt`` (its proxies) and ``align_distill`` (its maps): the alignment loss
+        (``align_weight``) and the proxy diagnostics apply to them.
+        """
+        return self in (Method.CMPT, Method.ALIGN_DISTILL)
+
+    @property
+    def uses_image(self) -> bool:
+        """Whether the image side reaches the fusion (all but ``text_specialist``)."""
+        return self is not Method.TEXT_SPECIALIST
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether the text side reaches the fusion (all but ``image_specialist``)."""
+        return self is not Method.IMAGE_SPECIALIST
 
 
 class AvailabilityCase(Choice):
@@ -56,6 +93,9 @@ class ProxyTokenHead(nn.Module):
     - ``image_proxy_token`` [text width]: appended to the text tower, stands for the image.
     - ``text_proxy_map`` / ``image_proxy_map``: D x D maps (identity at init) applied to the
       proxies' outputs in the shared CLIP embedding space.
+    - ``text_distill_map`` / ``image_distill_map`` (``align_distill`` only): D x D maps
+      (identity at init) from the real image (text) embedding to the stand-in for the text
+      (image).
     - the fusion of ``a`` (image side) and ``b`` (text side): gated
       ``g = sigmoid(W_g [a; b] + c_g)``, ``f = g * a + (1 - g) * b`` (g = 0.5 at init), concat
       ``[a; b]`` or sum ``a + b``; then a linear classifier.
@@ -72,7 +112,9 @@ class ProxyTokenHead(nn.Module):
             ``modality_dropout`` (no extra parameters), ``learned_token`` (one learned [D]
             vector per modality, ``missing_image`` and ``missing_text``), ``cross_copy`` (no
             extra parameters: the absent side is the present side's own embedding, see
-            :meth:`stand_ins`).
+            :meth:`stand_ins`), ``align_distill`` (the two distill maps) and the specialists
+            ``image_specialist`` / ``text_specialist`` (no extra parameters; the other side
+            of the fusion is always zeros, see :meth:`classify`).
     """
 
     def __init__(
@@ -110,6 +152,9 @@ class ProxyTokenHead(nn.Module):
         elif self.method is Method.LEARNED_TOKEN:
             self.missing_image = nn.Parameter(torch.zeros(embed_dim))
             self.missing_text = nn.Parameter(torch.zeros(embed_dim))
+        elif self.method is Method.ALIGN_DISTILL:  # linear, as CMPT's proxy output maps
+            self.text_distill_map = _identity_linear(embed_dim)  # h_V -> stand-in for h_T
+            self.image_distill_map = _identity_linear(embed_dim)  # h_T -> stand-in for h_V
         self.gate: nn.Linear | None = None
         if self.fusion == Fusion.GATED:
             self.gate = nn.Linear(2 * embed_dim, embed_dim)
@@ -121,16 +166,17 @@ class ProxyTokenHead(nn.Module):
     def substitutes(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A baseline's fixed stand-ins for an absent (text, image), each [batch, D].
 
-        Zeros for ``zero_fill`` / ``modality_dropout``, the learned vectors for
-        ``learned_token``. Not defined for ``cmpt``, whose stand-ins are computed proxies, nor
-        for ``cross_copy``, whose stand-ins are the sample's own embeddings (see
-        :meth:`stand_ins`, which covers every baseline).
+        Zeros for ``zero_fill`` / ``modality_dropout`` and the specialists, the learned
+        vectors for ``learned_token``. Not defined for ``cmpt``, whose stand-ins are computed
+        proxies, nor for ``cross_copy`` and ``align_distill``, whose stand-ins come from the
+        sample's own embeddings (see :meth:`stand_ins`, which covers every baseline).
         """
         if self.method.uses_proxies:
             msg = "CMPT's stand-ins are the proxies computed by the towers, not fixed substitutes"
             raise RuntimeError(msg)
-        if self.method is Method.CROSS_COPY:
-            msg = "cross_copy's stand-ins are each sample's other embedding; use stand_ins"
+        if self.method in (Method.CROSS_COPY, Method.ALIGN_DISTILL):
+            name = self.method.value
+            msg = f"{name}'s stand-ins come from each sample's other embedding; use stand_ins"
             raise RuntimeError(msg)
         if self.missing_text is not None and self.missing_image is not None:
             text = self.missing_text.to(like.dtype).expand(batch, -1)
@@ -140,7 +186,11 @@ class ProxyTokenHead(nn.Module):
         return zeros, zeros
 
     def stand_ins(
-        self, image: torch.Tensor, text: torch.Tensor
+        self,
+        image: torch.Tensor,
+        text: torch.Tensor,
+        image_present: torch.Tensor | None = None,
+        text_present: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A baseline's stand-ins for an absent (text, image), each [B, D], from the embeddings.
 
@@ -152,12 +202,36 @@ class ProxyTokenHead(nn.Module):
         gradients (the present tower is trained through both sides of the fusion). Any other
         earlier point of the towers (their residual widths, before ``ln`` and projection)
         would not be comparable. CLIP aligns the directions (cosine similarity), not the
-        norms: the copy is the raw embedding, as the fusion sees the real ones. The other
-        baselines return :meth:`substitutes`.
+        norms: the copy is the raw embedding, as the fusion sees the real ones.
+        ``align_distill`` returns ``(M_V(image), M_T(text))`` through its distill maps, with
+        the rows of an absent input (``image_present`` / ``text_present`` [B], None: all
+        present) set to zeros, as a proxy's are. The other baselines return
+        :meth:`substitutes`.
         """
         if self.method is Method.CROSS_COPY:
             return image, text
+        if self.method is Method.ALIGN_DISTILL:
+            text_sub, image_sub = self.text_distill_map(image), self.image_distill_map(text)
+            if image_present is not None:  # the map of a zero row is its bias: zero it
+                text_sub = torch.where(image_present[:, None], text_sub, 0.0)
+            if text_present is not None:
+                image_sub = torch.where(text_present[:, None], image_sub, 0.0)
+            return text_sub, image_sub
         return self.substitutes(image.shape[0], image)
+
+    def task_mask(
+        self, image_present: torch.Tensor, text_present: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The samples [B] that count in the task loss; None: all of them.
+
+        A specialist counts only the samples with its modality (``image_present`` for
+        ``image_specialist``, ``text_present`` for ``text_specialist``).
+        """
+        if not self.method.uses_text:
+            return image_present
+        if not self.method.uses_image:
+            return text_present
+        return None
 
     def fuse(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Fuse the image-side ``a`` [B, D] and text-side ``b`` [B, D] vectors."""
@@ -170,7 +244,14 @@ class ProxyTokenHead(nn.Module):
         return g * a + (1 - g) * b
 
     def classify(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Logits [B, num_outputs] from the image-side and text-side vectors."""
+        """Logits [B, num_outputs] from the image-side and text-side vectors.
+
+        A specialist's other side is replaced by zeros, whatever is passed for it.
+        """
+        if not self.method.uses_text:
+            b = torch.zeros_like(b)
+        if not self.method.uses_image:
+            a = torch.zeros_like(a)
         return self.classifier(self.fuse(a, b))
 
     def forward(

@@ -1,13 +1,16 @@
 """``cmpt sweep collect RUN_DIR``: every cell's test sweep in one table, averaged over seeds.
 
 A "train cell" is a grid point without its seed keys (``seed_everything``, ``*.seed``,
-``*_seed``); a "test cell" is a (test missing type, test missing rate) of the one-pass test sweep.
+``*_seed``); a "test cell" is a (test missing type, test missing rate) of the one-pass test sweep,
+and, when a cell's test grid had corruptions (``--test_corruptions``), its ``corruption`` and
+``level`` (a ``sweep.csv`` without these columns is clean: ``none`` and 0.0).
 ``results.csv`` has one row per train cell x test cell with each metric's mean and standard
-deviation over the seeds (``ddof=1``; empty with a single seed) and their number. ``results.md``
-is the same as a markdown table; with matplotlib, ``heatmap.png`` shows the main metric over
-train cell (the train missing rate, for the usual grid) x test rate per test type, and
-``curves.png`` the main metric against the test rate per type, one line per train cell with the
-seed spread shaded.
+deviation over the seeds (``ddof=1``; empty with a single seed) and their number, with the
+columns ``corruption`` and ``level`` after ``test_rate`` when any cell has corrupted rows.
+``results.md`` is the same as a markdown table; with matplotlib (clean rows only),
+``heatmap.png`` shows the main metric over train cell (the train missing rate, for the usual
+grid) x test rate per test type, and ``curves.png`` the main metric against the test rate per
+type, one line per train cell with the seed spread shaded.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,24 +64,35 @@ def _read_cells(run_dir: Path, manifest: dict[str, Any]) -> tuple[list, list[str
     return finished, missing, main_metric
 
 
+#: The columns of a ``sweep.csv`` that name its test cell (the corruption pair is optional).
+_TEST_KEYS = ("type", "rate", "corruption", "level")
+
+
+def _corruption(row: dict[str, str]) -> tuple[str, float]:
+    """A ``sweep.csv`` row's (corruption, level); ``("none", 0.0)`` for a clean or older row."""
+    return row.get("corruption") or "none", _number(row.get("level") or "0")
+
+
 def _aggregate(
     finished: list, train_keys: list[str], aliases: dict[str, str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Group the cells' rows by (train cell, type, rate); mean and std of each metric."""
-    metrics = [
-        k for k in finished[0][1][0] if k not in ("type", "rate") and not k.startswith("count_")
-    ]
-    groups: dict[tuple[str, str, float], list[dict[str, str]]] = {}
+    """Group the cells' rows by (train cell, corruption, level, type, rate); metric mean, std."""
+    metrics = [k for k in finished[0][1][0] if k not in _TEST_KEYS and not k.startswith("count_")]
+    corrupted = any("corruption" in rows[0] for _, rows in finished if rows)
+    groups: dict[tuple[str, str, float, str, float], list[dict[str, str]]] = {}
     train_of: dict[str, dict[str, Any]] = {}
     for overrides, rows in finished:
         train = {aliases[k]: overrides[k] for k in train_keys}
         tag = json.dumps(train, sort_keys=True, default=str)
         train_of[tag] = train
         for row in rows:
-            groups.setdefault((tag, row["type"], _number(row["rate"])), []).append(row)
+            key = (tag, *_corruption(row), row["type"], _number(row["rate"]))
+            groups.setdefault(key, []).append(row)
     out = []
-    for (tag, missing_type, rate), rows in groups.items():
+    for (tag, kind, level, missing_type, rate), rows in groups.items():
         record: dict[str, Any] = {**train_of[tag], "test_type": missing_type, "test_rate": rate}
+        if corrupted:
+            record["corruption"], record["level"] = kind, level
         record["n_seeds"] = len(rows)
         for metric in metrics:
             mean, std = _mean_std([_number(r.get(metric, "nan")) for r in rows])
@@ -100,7 +115,9 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def _write_markdown(result: SweepResults, n_cells: int, path: Path) -> None:
-    header = [*result.train_columns, "test type", "test rate", *result.metrics, "seeds"]
+    corrupted = bool(result.rows) and "corruption" in result.rows[0]
+    header = [*result.train_columns, "test type", "test rate"]
+    header += [*(["corruption", "level"] if corrupted else []), *result.metrics, "seeds"]
     lines = [
         "# Sweep results",
         "",
@@ -113,6 +130,7 @@ def _write_markdown(result: SweepResults, n_cells: int, path: Path) -> None:
     for row in result.rows:
         values = [_cell_text(row[c]) for c in result.train_columns]
         values += [row["test_type"], f"{row['test_rate']:g}"]
+        values += [row["corruption"], f"{row['level']:g}"] if corrupted else []
         for metric in result.metrics:
             mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
             spread = "" if math.isnan(std) else f" ± {std:.4f}"
@@ -167,9 +185,10 @@ def collect_sweep(
     result.paths["md"] = run_dir / "results.md"
     _write_markdown(result, len(finished), result.paths["md"])
     label = train_keys[0] if len(train_keys) == 1 else None
+    clean = replace(result, rows=[r for r in rows if r.get("corruption", "none") == "none"])
     for kind, plot in (("heatmap", plot_heatmap), ("curves", plot_curves)):
         path = run_dir / f"{kind}.png"
-        if plot(result, path, train_label=_axis_label(label)):
+        if plot(clean, path, train_label=_axis_label(label)):
             result.paths[kind] = path
     return result
 

@@ -101,8 +101,8 @@ def _run_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="cmpt sweep run",
         description="Fit every cell of a grid of config values, then test each with the one-pass "
-        "test grid over test-time missing rates and types. Re-running skips finished cells and "
-        "retries failed ones.",
+        "test grid over test-time missing rates and types (and corruptions: --test_corruptions). "
+        "Re-running skips finished cells and retries failed ones.",
     )
     add_launch_arguments(parser, skip=set())
     return parser

@@ -6,7 +6,10 @@ A cell's directory holds:
 - ``cell.json``: its name and grid values;
 - ``job.json``: the last submission (executor, job id, attempt, submitit's log paths);
 - ``DONE``: written by the job only after fit and the test sweep succeeded, with the path of
-  the cell's ``sweep.csv``; a re-run skips cells that have it;
+  the cell's ``sweep.csv`` and the checkpoint callback's best validation score (``val_score``,
+  its ``val_monitor`` and ``val_mode``; absent from markers of cmpt 0.2 and when the run saved
+  no ``last.ckpt``), on which ``cmpt study`` selects hyper-parameters; a re-run skips cells
+  that have it;
 - ``FAILED``: the last failure (status, error, log paths); a re-run retries such cells.
 """
 
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import time
 import traceback
 from dataclasses import dataclass
@@ -26,7 +31,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..cli import run_fit
 
-__all__ = ["CellState", "omp_threads", "read_marker", "run_cell", "usable_cpus", "write_marker"]
+__all__ = [
+    "CellState",
+    "best_validation",
+    "omp_threads",
+    "read_marker",
+    "run_cell",
+    "usable_cpus",
+    "write_marker",
+]
 
 DONE = "DONE"
 FAILED = "FAILED"
@@ -124,6 +137,41 @@ def resume_point(cell_dir: Path) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
+def best_validation(cell_dir: Path) -> dict[str, Any]:
+    """The checkpoint callback's best validation score, from the cell's newest ``last.ckpt``.
+
+    That is the last attempt's, or an earlier one's when the last resumed from a finished fit
+    and trained no further (the callback's state survives a resume).
+
+    Args:
+        cell_dir: the cell's directory.
+
+    Returns:
+        ``{"val_score": ..., "val_monitor": ..., "val_mode": ...}``; empty when no such
+        checkpoint exists, it holds no ``ModelCheckpoint`` state with a best score, or it
+        cannot be read.
+    """
+    found = list(cell_dir.rglob("last.ckpt"))
+    if not found:
+        return {}
+    path = max(found, key=lambda p: p.stat().st_mtime)
+    try:  # memory-mapped: only the callbacks' small state is read from the file
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError):
+        return {}
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        score = state.get("best_model_score") if isinstance(state, dict) else None
+        if score is None:
+            continue
+        mode = re.search(r"'mode': '(\w+)'", str(key))
+        return {
+            "val_score": float(score),
+            "val_monitor": state.get("monitor"),
+            "val_mode": mode.group(1) if mode else "max",
+        }
+    return {}
+
+
 def _fit(config: Path) -> None:
     """``cmpt fit --config CONFIG`` in this process, resuming from the cell's newest checkpoint.
 
@@ -209,8 +257,6 @@ def run_cell(cell_dir: str, env: dict[str, str | None] | None = None) -> str:
         raise
     sweep_csv = max(written, key=lambda p: p.stat().st_mtime)
     (directory / FAILED).unlink(missing_ok=True)
-    write_marker(
-        directory / DONE,
-        {"sweep_csv": str(sweep_csv.relative_to(directory)), "finished": _now(), **info},
-    )
+    done = {"sweep_csv": str(sweep_csv.relative_to(directory)), "finished": _now()}
+    write_marker(directory / DONE, {**done, **best_validation(directory), **info})
     return str(sweep_csv)

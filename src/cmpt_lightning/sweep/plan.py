@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..choices import Choice
+from ..corruptions import parse_corruptions
 from ..evaluation import DEFAULT_RATES, TestGrid
-from .grid import Cell, ConfigResolver, Grid, expand_grid, key_aliases, load_grid
+from .grid import Cell, ConfigResolver, Grid, expand_grid, is_seed_key, key_aliases, load_grid
 from .job import CellState, omp_threads, usable_cpus
 
 __all__ = [
@@ -104,6 +106,10 @@ class SweepSettings:
         executor: ``local``, ``debug`` or ``slurm``.
         test_rates: test-time missing rates of each cell's one-pass test grid.
         test_types: test-time missing types of the test grid.
+        test_corruptions: test-time corruptions of the test grid (``image_noise:0.1``,
+            ``text_dropout:0.3``, ...; see :mod:`cmpt_lightning.corruptions`): each is one
+            more test pass, whose three availability cases join the cell's ``sweep.csv``;
+            empty keeps the base config's ``model.init_args.test_grid.corruptions``.
         time: time limit per cell: minutes or ``[D-]HH:MM:SS`` (SLURM ``--time``, local timeout).
         parallelism: local executor: cells run at once. None: one per usable CPU, at most 8
             (each holds its own model and data in memory), or ``usable CPUs // OMP_NUM_THREADS``
@@ -123,6 +129,7 @@ class SweepSettings:
     executor: ExecutorKind | str = ExecutorKind.LOCAL
     test_rates: list[float] = field(default_factory=lambda: list(DEFAULT_RATES))
     test_types: list[str] = field(default_factory=lambda: ["text", "image", "both"])
+    test_corruptions: list[str] = field(default_factory=list)
     time: str = "24:00:00"
     parallelism: int | None = None
     dry_run: bool = False
@@ -131,8 +138,13 @@ class SweepSettings:
 
     def __post_init__(self) -> None:
         self.executor = ExecutorKind(self.executor)
-        test = TestGrid(rates=list(self.test_rates), types=list(self.test_types))  # checks
+        test = TestGrid(  # checks
+            rates=list(self.test_rates),
+            types=list(self.test_types),
+            corruptions=list(self.test_corruptions),
+        )
         self.test_rates, self.test_types = test.rates, test.types
+        self.test_corruptions = test.corruptions
         self.configs = [Path(c) for c in self.configs]
         self.grid, self.out = Path(self.grid), Path(self.out).resolve()
         parse_minutes(self.time)
@@ -241,6 +253,7 @@ def plan_sweep(settings: SweepSettings, grid: Grid | None = None) -> tuple[Grid,
     grid = load_grid(settings.grid) if grid is None else grid
     resolver = ConfigResolver(settings.configs)
     planned = []
+    parsed: dict[str, Any] = {}  # one parse per combination of the non-seed values
     for cell in expand_grid(grid):
         directory = settings.out / cell.name
         fixed = {
@@ -249,7 +262,10 @@ def plan_sweep(settings: SweepSettings, grid: Grid | None = None) -> tuple[Grid,
             "model.init_args.test_grid.rates": settings.test_rates,
             "model.init_args.test_grid.types": settings.test_types,
         }
-        config = resolver.parse({**grid.config_overrides(cell), **fixed})
+        if settings.test_corruptions:  # else the config's own (usually none)
+            fixed["model.init_args.test_grid.corruptions"] = settings.test_corruptions
+        config = _parse_cell(resolver, {**grid.config_overrides(cell), **fixed}, parsed)
+        _check_corruptions(config, cell)
         trainer = config.trainer
         planned.append(
             PlannedCell(
@@ -263,6 +279,43 @@ def plan_sweep(settings: SweepSettings, grid: Grid | None = None) -> tuple[Grid,
         )
     executor_groups(settings, planned)  # checks every cell's job resources
     return grid, planned
+
+
+#: The keys a cell may set on a parsed config directly: they never change another key's type.
+_RUN_DIR = "trainer.default_root_dir"
+
+
+def _parse_cell(resolver: ConfigResolver, overrides: dict[str, Any], parsed: dict[str, Any]) -> Any:
+    """A cell's full config, parsed once per combination of its non-seed values.
+
+    Parsing takes about a second per config, so a study of thousands of cells that differ only
+    in their seeds would spend most of its planning there. The cells of one combination share
+    its parse: each gets a copy with its own seeds and run directory set, which are plain
+    integers and a path (a seed that is not an integer is parsed in full, and so refused
+    exactly as before). The dumped text is the same as a full parse's (tested).
+    """
+    direct = {
+        k: v for k, v in overrides.items() if k == _RUN_DIR or (is_seed_key(k) and type(v) is int)
+    }
+    rest = {k: v for k, v in overrides.items() if k not in direct}
+    tag = json.dumps(sorted(rest.items(), key=lambda kv: kv[0]), default=repr)
+    if tag not in parsed:
+        parsed[tag] = resolver.parse(overrides)
+        return parsed[tag]
+    config = copy.deepcopy(parsed[tag])
+    for key, value in direct.items():
+        config[key] = value
+    return config
+
+
+def _check_corruptions(config: Any, cell: Cell) -> None:
+    """Parse a cell's test-grid corruptions now (the config parser leaves them strings)."""
+    test_grid = getattr(getattr(config.model, "init_args", None), "test_grid", None)
+    try:
+        parse_corruptions(getattr(test_grid, "corruptions", None) or [])
+    except ValueError as err:
+        msg = f"cell {cell.name!r}: model.init_args.test_grid.corruptions: {err}"
+        raise ValueError(msg) from None
 
 
 def slurm_parameters(settings: SweepSettings, cell: PlannedCell) -> dict[str, Any]:
@@ -372,7 +425,9 @@ def print_plan(settings: SweepSettings, grid: Grid, planned: Sequence[PlannedCel
         print(f"fixed overrides: {fixed}")
     print(
         f"each job: cmpt fit --config {settings.out}/<cell>/config.yaml (test_after_fit, "
-        f"test grid rates {settings.test_rates} types {settings.test_types})"
+        f"test grid rates {settings.test_rates} types {settings.test_types}"
+        + (f" corruptions {settings.test_corruptions}" if settings.test_corruptions else "")
+        + ")"
     )
     for params, cells in executor_groups(settings, planned):
         if settings.kind == ExecutorKind.SLURM:
