@@ -35,7 +35,7 @@ from .study_results import TRAIN_RATE, read_study
 from .study_tables import controls_of, write_outputs
 from .sweep.collect import collect_sweep
 from .sweep.command import add_launch_arguments, launch_settings
-from .sweep.grid import VARIANT, Grid, expand_grid, is_seed_key, key_aliases
+from .sweep.grid import VARIANT, Grid, expand_grid, is_seed_key, key_aliases, read_grid_file
 from .sweep.launch import launch_sweep
 
 __all__ = [
@@ -137,13 +137,7 @@ def load_study_grid(path: str | Path) -> tuple[Grid, dict[str, list[Any]]]:
         The grid without its hyper-parameters, and the hyper-parameters (empty without any).
     """
     path = Path(path)
-    if not path.is_file():
-        msg = f"grid file {str(path)!r} not found; give a YAML file mapping config keys to lists"
-        raise FileNotFoundError(msg)
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        msg = f"grid file {str(path)!r} must be a mapping of config keys to lists"
-        raise TypeError(msg)
+    data = read_grid_file(path)
     hparams = _check_hparams(data.pop(HPARAMS, None) or {}, f" in {path}")
     variants = data.pop("variants", None)
     return Grid(axes=data, source=path, variants=variants), hparams

@@ -46,6 +46,7 @@ __all__ = [
     "is_seed_key",
     "key_aliases",
     "load_grid",
+    "read_grid_file",
 ]
 
 #: Keys the sweep sets itself (the cell's run directory, the test after fit, the test sweep).
@@ -183,6 +184,19 @@ def load_grid(path: str | Path) -> Grid:
         The grid, checked for shape (keys, lists, no empty list, no reserved key).
     """
     path = Path(path)
+    data = read_grid_file(path)
+    variants = data.pop("variants", None)
+    return Grid(axes=data, source=path, variants=variants)
+
+
+def read_grid_file(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping of a grid file, before any section is taken out of it.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        TypeError: it is not a mapping.
+    """
+    path = Path(path)
     if not path.is_file():
         msg = f"grid file {str(path)!r} not found; give a YAML file mapping config keys to lists"
         raise FileNotFoundError(msg)
@@ -193,8 +207,7 @@ def load_grid(path: str | Path) -> Grid:
             f"{type(data).__name__}"
         )
         raise TypeError(msg)
-    variants = data.pop("variants", None)
-    return Grid(axes=data, source=path, variants=variants)
+    return data
 
 
 def key_aliases(keys: Sequence[str]) -> dict[str, str]:
